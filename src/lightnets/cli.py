@@ -1,0 +1,297 @@
+"""The ``lightnets`` command. Each subcommand parses its options and calls a stage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import papers
+from .cost import profile
+from .models import create_model, get_entry, list_models
+from .render import FORMATS, render
+
+DESCRIPTION = """\
+lightnets: MobileNet v1, MobileNetV2, SqueezeNet and ShuffleNet v1 exactly as their
+papers define them. Pick a network that fits a budget (multiply-adds, parameters,
+activation memory), and check every figure the papers report.
+"""
+
+EPILOG = """\
+examples:
+  lightnets list 'mobilenet*'
+  lightnets profile mobilenet_v2 --width 0.5 --resolution 160 --by-kind
+  lightnets profile shufflenet_v1 --groups 8 --memory --format json
+  lightnets compare mobilenet_v1 shufflenet_v1 --plot accuracy.png
+  lightnets report --out report/
+"""
+
+
+def _model_kwargs(args: argparse.Namespace) -> dict:
+    """The architecture options the user gave (only those: each model takes its own)."""
+    names = ("width", "groups", "scale", "variant", "expansion", "bypass", "num_classes")
+    kwargs = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if getattr(args, "no_shuffle", False):
+        kwargs["shuffle"] = False
+    return kwargs
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows = []
+    for name in list_models(args.pattern):
+        entry = get_entry(name)
+        preset = ", ".join(f"{k}={v}" for k, v in entry.defaults.items())
+        rows.append((name, entry.family, preset, entry.description))
+    if not rows:
+        raise ValueError(f"no model matches {args.pattern!r}; try 'lightnets list' for all")
+    print(render(("name", "family", "preset", "description"), rows, args.format))
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    model = create_model(args.model, **_model_kwargs(args))
+    size = args.resolution
+    report = profile(model, (3, size, size), memory=args.memory)
+    report.model = args.model
+    if args.format == "json":
+        print(json.dumps(report.to_dict(by_layer=args.by_layer), indent=2))
+        return 0
+    sections = []
+    if args.by_layer:
+        rows = [
+            (
+                layer.name,
+                layer.kind,
+                layer.kernel,
+                layer.stride,
+                "x".join(map(str, layer.input_shape)),
+                "x".join(map(str, layer.output_shape)),
+                layer.params,
+                layer.madds,
+                layer.activations,
+            )
+            for layer in report.layers
+            if layer.kind in ("conv", "pointwise", "depthwise", "group conv", "fully connected", "pool")
+        ]
+        headers = ("layer", "kind", "kernel", "stride", "input", "output", "params", "madds", "activations")
+        sections.append(render(headers, rows, args.format))
+    if args.by_kind or not args.by_layer:
+        rows = [
+            (k.kind, k.layers, k.params, k.params_share, k.madds, k.madds_share)
+            for k in report.by_kind()
+            if k.params or k.madds
+        ]
+        headers = ("kind", "layers", "params", "params %", "madds", "madds %")
+        sections.append(render(headers, rows, args.format))
+    if args.memory and report.memory is not None:
+        for execution in ("layer", "block"):
+            mem = getattr(report.memory, execution)
+            rows = [(f"{r.height}x{r.width}", r.channels, r.bytes / 1000) for r in mem.rows]
+            title = (
+                f"activation memory, {execution} execution (16-bit): peak {mem.peak_bytes / 1000:.1f} KB "
+                f"at {mem.peak_at}"
+            )
+            sections.append(title + "\n" + render(("size", "max channels", "KB"), rows, args.format))
+    summary = (
+        f"{args.model} at {size}x{size}: {report.params:,} params "
+        f"({report.params / 1e6:.2f} M, BatchNorm apart: {report.bn_params:,}), "
+        f"{report.madds:,} multiply-adds ({report.madds / 1e6:.1f} M)"
+    )
+    if args.format in ("table", "markdown"):
+        sections.insert(0, summary)
+    print("\n\n".join(sections))
+    return 0
+
+
+def _comparison_rows(comparisons: list[papers.Comparison]) -> list[tuple]:
+    def mark(ok: bool | None) -> str:
+        return "" if ok is None else ("yes" if ok else "no")
+
+    rows = []
+    for c in comparisons:
+        f = c.figure
+        rows.append(
+            (
+                f.label,
+                f.resolution,
+                f.madds or "",
+                round(c.madds, 2),
+                mark(c.madds_matches),
+                f.params or "",
+                round(c.params, 3),
+                mark(c.params_matches),
+                "" if f.top1 is None else f.top1,
+                f.source,
+            )
+        )
+    return rows
+
+
+COMPARISON_HEADERS = (
+    "model",
+    "input",
+    "paper MAdds (M)",
+    "measured MAdds (M)",
+    "same",
+    "paper params (M)",
+    "measured params (M)",
+    "same",
+    "paper top-1 %",
+    "source",
+)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    figures = papers.figures_for(args.models)
+    if not figures:
+        raise ValueError(f"the papers report no figures for {', '.join(args.models)}")
+    comparisons = [papers.measure(f) for f in figures]
+    print(render(COMPARISON_HEADERS, _comparison_rows(comparisons), args.format))
+    notes = [f"- {c.figure.label}: {c.figure.note}" for c in comparisons if c.figure.note]
+    if notes and args.format in ("table", "markdown"):
+        print("\nWhere the papers and a faithful model differ:\n" + "\n".join(notes))
+    if args.plot:
+        from .plots import accuracy_vs_madds
+
+        path = accuracy_vs_madds(comparisons, args.plot)
+        print(f"\nplot written to {path}", file=sys.stderr)
+    return 0
+
+
+def report_sections(fmt: str = "markdown") -> list[tuple[str, str]]:
+    """Every reproduced paper table, rendered: (title, text) pairs."""
+    comparisons = [papers.measure(f) for f in papers.FIGURES]
+    sections = [
+        ("Multiply-adds and parameters", render(COMPARISON_HEADERS, _comparison_rows(comparisons), fmt))
+    ]
+    notes = "\n".join(f"- {c.figure.label}: {c.figure.note}" for c in comparisons if c.figure.note)
+    sections.append(("Where the papers and a faithful model differ", notes))
+
+    v1 = profile(create_model("mobilenet_v1"))
+    rows = [
+        (kind, madds, round(v1.kind(kind).madds_share, 2), params, round(v1.kind(kind).params_share, 2))
+        for kind, madds, params in papers.MOBILENET_V1_TABLE2
+    ]
+    text = render(("layer kind", "paper MAdds %", "measured", "paper params %", "measured"), rows, fmt)
+    sections.append(
+        ("MobileNet v1, Table 2: resources per layer kind", text + "\n\n" + papers.MOBILENET_V1_TABLE2_NOTE)
+    )
+
+    rows = [
+        (label, printed_m, round(m, 2), printed_p, round(p, 3))
+        for label, m, p, printed_m, printed_p in papers.mobilenet_v1_table3()
+    ]
+    sections.append(
+        (
+            "MobileNet v1, Table 3: one 14x14x512 layer made cheaper",
+            render(("layer", "paper MAdds (M)", "measured", "paper params (M)", "measured"), rows, fmt),
+        )
+    )
+    rows = [
+        (
+            column,
+            f"{size}x{size}" if size else "max",
+            f"{pc}/{pk}" if size else pk,
+            f"{mc}/{mk:.1f}" if size else f"{mk:.1f}",
+        )
+        for column, size, mc, mk, pc, pk in papers.memory_table3()
+    ]
+    sections.append(
+        (
+            "MobileNetV2, Table 3: largest tensor per spatial size, channels/KB "
+            "(16-bit activations, each block one operation)",
+            render(("network", "size", "paper", "measured"), rows, fmt),
+        )
+    )
+    return sections
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    sections = report_sections(args.format if args.format != "json" else "markdown")
+    text = "\n\n".join(f"## {title}\n\n{body}" for title, body in sections)
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "paper_tables.md").write_text(text + "\n")
+        from .plots import accuracy_vs_madds
+
+        plot = accuracy_vs_madds([papers.measure(f) for f in papers.FIGURES], out / "accuracy_vs_madds.png")
+        print(f"\nwritten: {out / 'paper_tables.md'}, {plot}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lightnets",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="list the registered models")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'shufflenet*'")
+    p.add_argument("--format", choices=FORMATS, default="table")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser(
+        "profile",
+        help="parameters, multiply-adds and activation memory of a model",
+        description="Count a model's parameters (BatchNorm apart, as it folds away), multiply-adds "
+        "(one per multiply-accumulate, convolutions and FC layers, as the papers count) and, with "
+        "--memory, its peak activation memory.",
+    )
+    p.add_argument("model", help="a registered name (see 'lightnets list')")
+    p.add_argument("--width", type=float, help="width multiplier alpha (MobileNets)")
+    p.add_argument("--resolution", type=int, default=224, help="input side in pixels (default 224)")
+    p.add_argument("--groups", type=int, help="ShuffleNet group count g: 1, 2, 3, 4 or 8")
+    p.add_argument("--scale", type=float, help="ShuffleNet scale factor s (0.25-2)")
+    p.add_argument("--no-shuffle", action="store_true", help="ShuffleNet without channel shuffle")
+    p.add_argument("--variant", help="MobileNet v1: separable (default), full or shallow")
+    p.add_argument("--expansion", type=float, help="MobileNetV2 expansion factor t (default 6)")
+    p.add_argument("--bypass", choices=("simple", "complex"), help="SqueezeNet bypass")
+    p.add_argument("--num-classes", type=int, dest="num_classes", help="classes of the classifier")
+    p.add_argument("--by-layer", action="store_true", help="one row per layer")
+    p.add_argument("--by-kind", action="store_true", help="totals per layer kind (default view)")
+    p.add_argument("--memory", action="store_true", help="peak activation memory, layer and block execution")
+    p.add_argument("--format", choices=FORMATS, default="table")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser(
+        "compare",
+        help="the papers' comparison tables next to what lightnets measures",
+        description="Print every figure the papers report for the given models (all models when "
+        "none are given) beside the count of lightnets' model, and optionally plot the reported "
+        "accuracy against the measured multiply-adds.",
+    )
+    p.add_argument("models", nargs="*", help="registered names; a name selects its whole family")
+    p.add_argument("--plot", metavar="PNG", help="write accuracy against multiply-adds to this PNG")
+    p.add_argument("--format", choices=FORMATS, default="table")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "report",
+        help="reproduce every paper table (costs, layer shares, memory)",
+        description="Reproduce every cost table of the four papers and say where they differ.",
+    )
+    p.add_argument("--out", metavar="DIR", help="also write paper_tables.md and accuracy_vs_madds.png here")
+    p.add_argument("--format", choices=("markdown", "table"), default="markdown")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as error:
+        print(f"lightnets {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

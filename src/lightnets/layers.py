@@ -1,0 +1,327 @@
+"""The building blocks of the four families, each written once.
+
+Every block is made of plain ``nn.Conv2d`` / ``nn.BatchNorm2d`` / activation modules so
+that the cost analyser, BatchNorm folding, quantisation and ONNX export see ordinary
+layers. Residual additions go through :class:`Add`, a module of its own, so that a
+quantisation pass can swap it for a quantised add without touching the block.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "Add",
+    "ChannelShuffle",
+    "ConvBNAct",
+    "DepthwiseSeparable",
+    "Fire",
+    "InvertedResidual",
+    "ShuffleUnit",
+    "channel_shuffle",
+    "make_activation",
+    "make_divisible",
+]
+
+
+def make_divisible(
+    value: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9
+) -> int:
+    """Round a scaled channel count to the nearest multiple of ``divisor``.
+
+    This is the rounding of the official MobileNet releases (TF-slim's
+    ``_make_divisible``): the result is never below ``min_value`` (default ``divisor``)
+    and never more than ``1 - round_limit`` (10%) below ``value``, so width 1.4 turns
+    the 32-channel stem into 48, not 44.
+    """
+    if divisor <= 0:
+        raise ValueError(f"divisor must be a positive integer, got {divisor}")
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < round_limit * value:
+        rounded += divisor
+    return rounded
+
+
+def make_activation(name: str | None) -> nn.Module:
+    """An activation module by name: ``relu``, ``relu6`` or ``None`` (linear)."""
+    if name is None:
+        return nn.Identity()
+    if name == "relu":
+        return nn.ReLU(inplace=True)
+    if name == "relu6":
+        return nn.ReLU6(inplace=True)
+    raise ValueError(f"unknown activation {name!r}; expected 'relu', 'relu6' or None")
+
+
+class ConvBNAct(nn.Sequential):
+    """Convolution, then BatchNorm, then an activation: the unit every family uses.
+
+    It is a ``Sequential`` with the children ``conv``, ``bn`` and ``act`` so that
+    ``torch.ao.quantization.fuse_modules`` and BatchNorm folding find them by name.
+    ``norm=False`` drops the BatchNorm and gives the convolution a bias (SqueezeNet,
+    AlexNet and VGG have no BatchNorm).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        groups: int = 1,
+        act: str | None = "relu",
+        norm: bool = True,
+        padding: int | None = None,
+        dilation: int = 1,
+    ) -> None:
+        padding = dilation * (kernel_size - 1) // 2 if padding is None else padding
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        layers["conv"] = nn.Conv2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            bias=not norm,
+        )
+        if norm:
+            layers["bn"] = nn.BatchNorm2d(out_channels)
+        if act is not None:
+            layers["act"] = make_activation(act)
+        super().__init__(layers)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.stride = stride
+
+
+class Add(nn.Module):
+    """Element-wise sum of a residual branch and its shortcut.
+
+    A module rather than ``a + b`` so that quantisation can replace it
+    (``torch.ao.nn.quantized.FloatFunctional``) and the cost analyser sees it.
+    """
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        return a + b
+
+
+class DepthwiseSeparable(nn.Module):
+    """MobileNet v1's layer: 3x3 depthwise conv, then 1x1 pointwise conv.
+
+    Each is followed by BatchNorm and ReLU (MobileNet v1, Figure 3). Its cost is
+    ``D_K^2*M*D_F^2 + M*N*D_F^2`` multiply-adds against ``D_K^2*M*N*D_F^2`` for the
+    full convolution it replaces.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, act: str = "relu") -> None:
+        super().__init__()
+        self.depthwise = ConvBNAct(in_channels, in_channels, 3, stride, groups=in_channels, act=act)
+        self.pointwise = ConvBNAct(in_channels, out_channels, 1, act=act)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pointwise(self.depthwise(x))
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2's bottleneck (its Table 1): expand, filter, project linearly.
+
+    1x1 expansion to ``t*k`` channels with ReLU6 (skipped when ``t == 1``), 3x3 depthwise
+    at stride ``s`` with ReLU6, then a *linear* 1x1 projection to ``k'`` channels: no
+    activation, because a ReLU in the low-dimensional bottleneck destroys information
+    (the paper's Section 3.2). The shortcut joins the bottlenecks when the stride is 1
+    and the channel counts match. ``hidden_channels`` is given by the caller, who owns
+    the rounding rule.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        hidden_channels: int,
+        act: str = "relu6",
+    ) -> None:
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"InvertedResidual stride must be 1 or 2, got {stride}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.stride = stride
+        self.hidden_channels = hidden_channels
+        self.expand = (
+            ConvBNAct(in_channels, hidden_channels, 1, act=act)
+            if hidden_channels != in_channels
+            else nn.Identity()
+        )
+        self.depthwise = ConvBNAct(
+            hidden_channels, hidden_channels, 3, stride, groups=hidden_channels, act=act
+        )
+        self.project = ConvBNAct(hidden_channels, out_channels, 1, act=None)
+        self.use_shortcut = stride == 1 and in_channels == out_channels
+        self.add = Add() if self.use_shortcut else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.project(self.depthwise(self.expand(x)))
+        if self.add is not None:
+            out = self.add(out, x)
+        return out
+
+
+class Fire(nn.Module):
+    """SqueezeNet's Fire module: squeeze with 1x1 filters, expand with 1x1 and 3x3.
+
+    The two expand outputs are concatenated (``e1x1 + e3x3`` channels; either may be 0,
+    the ends of the paper's pct3x3 sweep, but not both). An optional
+    bypass adds the module's input to its output: ``"simple"`` is an identity (needs
+    equal channel counts), ``"complex"`` a 1x1 convolution (the paper's Section 6).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        squeeze: int,
+        expand1x1: int,
+        expand3x3: int,
+        bypass: str | None = None,
+    ) -> None:
+        super().__init__()
+        if expand1x1 < 0 or expand3x3 < 0 or expand1x1 + expand3x3 == 0:
+            raise ValueError(f"Fire needs expand filters; got e1x1={expand1x1}, e3x3={expand3x3}")
+        self.in_channels = in_channels
+        self.out_channels = expand1x1 + expand3x3
+        self.squeeze = ConvBNAct(in_channels, squeeze, 1, norm=False)
+        self.expand1x1 = ConvBNAct(squeeze, expand1x1, 1, norm=False) if expand1x1 else None
+        self.expand3x3 = ConvBNAct(squeeze, expand3x3, 3, norm=False) if expand3x3 else None
+        if bypass is None:
+            self.bypass = None
+        elif bypass == "simple":
+            if in_channels != self.out_channels:
+                raise ValueError(
+                    f"a simple bypass needs equal channel counts, got {in_channels} in and "
+                    f"{self.out_channels} out; use bypass='complex'"
+                )
+            self.bypass = nn.Identity()
+        elif bypass == "complex":
+            self.bypass = ConvBNAct(in_channels, self.out_channels, 1, act=None, norm=False)
+        else:
+            raise ValueError(f"unknown bypass {bypass!r}; expected None, 'simple' or 'complex'")
+        self.add = Add() if self.bypass is not None else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = self.squeeze(x)
+        expands = [expand(s) for expand in (self.expand1x1, self.expand3x3) if expand is not None]
+        out = torch.cat(expands, dim=1) if len(expands) > 1 else expands[0]
+        if self.bypass is not None and self.add is not None:
+            out = self.add(out, self.bypass(x))
+        return out
+
+
+def channel_shuffle(x: Tensor, groups: int) -> Tensor:
+    """ShuffleNet's channel shuffle: (N, g*n, H, W) -> view (N, g, n, H, W) -> transpose.
+
+    The batch and spatial sizes are taken from the tensor with ``flatten`` / ``unflatten``
+    rather than baked in, so an ONNX export keeps a dynamic batch; only the channel
+    split, known when the model is built, is a constant.
+    """
+    channels = x.shape[1]
+    x = x.unflatten(1, (groups, channels // groups))
+    return x.transpose(1, 2).flatten(1, 2)
+
+
+class ChannelShuffle(nn.Module):
+    """:func:`channel_shuffle` as a module, so the graph and the analyser show it."""
+
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: Tensor) -> Tensor:
+        return channel_shuffle(x, self.groups)
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}"
+
+
+class ShuffleUnit(nn.Module):
+    """ShuffleNet v1's unit (its Figure 2 b and c).
+
+    1x1 group conv + BN + ReLU, channel shuffle, 3x3 depthwise conv + BN (no ReLU: the
+    paper found it hurts), 1x1 group conv + BN. At stride 1 the input is added back; at
+    stride 2 a 3x3 average pool of the input is concatenated, so the residual branch
+    only produces ``out - in`` channels. ReLU follows the join.
+
+    ``first_groups`` is the group count of the first 1x1 conv: the first unit of stage 2
+    uses 1 because its input has only 24 channels. ``shuffle=False`` gives the paper's
+    ablation without channel shuffle.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        groups: int,
+        bottleneck_channels: int,
+        first_groups: int | None = None,
+        shuffle: bool = True,
+    ) -> None:
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"ShuffleUnit stride must be 1 or 2, got {stride}")
+        first_groups = groups if first_groups is None else first_groups
+        branch_out = out_channels - in_channels if stride == 2 else out_channels
+        if stride == 1 and in_channels != out_channels:
+            raise ValueError(
+                f"a stride-1 ShuffleUnit adds its input back, so in and out channels must "
+                f"match; got {in_channels} and {out_channels}"
+            )
+        for name, channels, g in (
+            ("input", in_channels, first_groups),
+            ("bottleneck", bottleneck_channels, first_groups),
+            ("bottleneck", bottleneck_channels, groups),
+            ("branch output", branch_out, groups),
+        ):
+            if channels <= 0 or channels % g:
+                raise ValueError(
+                    f"ShuffleUnit {name} channels ({channels}) must be a positive multiple of groups={g}"
+                )
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.stride = stride
+        self.groups = groups
+        self.compress = ConvBNAct(in_channels, bottleneck_channels, 1, groups=first_groups)
+        self.shuffle = ChannelShuffle(groups) if shuffle and groups > 1 else nn.Identity()
+        self.depthwise = ConvBNAct(
+            bottleneck_channels,
+            bottleneck_channels,
+            3,
+            stride,
+            groups=bottleneck_channels,
+            act=None,
+        )
+        self.expand = ConvBNAct(bottleneck_channels, branch_out, 1, groups=groups, act=None)
+        if stride == 2:
+            self.shortcut_pool: nn.Module | None = nn.AvgPool2d(3, stride=2, padding=1)
+            self.add = None
+        else:
+            self.shortcut_pool = None
+            self.add = Add()
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        branch = self.expand(self.depthwise(self.shuffle(self.compress(x))))
+        if self.shortcut_pool is not None:
+            out = torch.cat([self.shortcut_pool(x), branch], dim=1)
+        else:
+            assert self.add is not None
+            out = self.add(branch, x)
+        return self.act(out)

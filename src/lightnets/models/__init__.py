@@ -1,0 +1,16 @@
+"""The model zoo: one file per family, all built from their papers' tables."""
+
+from . import mobilenet_v1, mobilenet_v2, reference, shufflenet_v1, squeezenet  # noqa: F401  (registers)
+from .base import Classifier, ClassifierHead, ConvClassifierHead, FeatureInfo
+from .registry import create_model, get_entry, list_models, register_model
+
+__all__ = [
+    "Classifier",
+    "ClassifierHead",
+    "ConvClassifierHead",
+    "FeatureInfo",
+    "create_model",
+    "get_entry",
+    "list_models",
+    "register_model",
+]

@@ -1,0 +1,84 @@
+"""MobileNetV2 (Sandler et al., 2018), built from the paper's Table 2.
+
+Channels follow the official release (TF-slim ``mobilenet_v2``): every width is rounded
+with :func:`make_divisible` to a multiple of 8, the expanded width of a block is
+``make_divisible(t * input channels)``, and the last 1280-channel layer is never
+shrunk (for width < 1) but grows for width > 1.
+"""
+
+from __future__ import annotations
+
+from ..layers import ConvBNAct, InvertedResidual, make_divisible
+from .base import Classifier, ClassifierHead, FeatureStack
+from .registry import register_model
+
+# Table 2: the stem conv, then bottleneck sequences (t, c, n, s): expansion factor,
+# output channels, repeats, stride of the first repeat.
+STEM_CHANNELS = 32
+BOTTLENECKS = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+HEAD_CHANNELS = 1280
+
+
+class MobileNetV2(Classifier):
+    """MobileNetV2: stem conv, 17 inverted residual blocks, 1x1 conv to 1280, pool, FC.
+
+    ``expansion`` replaces every t = 6 of Table 2 (the paper's ablations vary it); the
+    first block keeps t = 1.
+    """
+
+    def __init__(
+        self,
+        width: float = 1.0,
+        expansion: float = 6.0,
+        num_classes: int = 1000,
+        dropout: float = 0.2,
+        in_channels: int = 3,
+    ) -> None:
+        if not 0 < width <= 2:
+            raise ValueError(f"MobileNetV2 width must be in (0, 2], got {width!r}")
+        if not expansion >= 1:
+            raise ValueError(f"MobileNetV2 expansion factor t must be >= 1, got {expansion!r}")
+        stack = FeatureStack(in_channels)
+        stem = make_divisible(STEM_CHANNELS * width)
+        stack.add(ConvBNAct(in_channels, stem, 3, 2, act="relu6"), stem, 2)
+        for t, c, n, s in BOTTLENECKS:
+            t = expansion if t != 1 else 1
+            out = make_divisible(c * width)
+            for i in range(n):
+                stride = s if i == 0 else 1
+                hidden = make_divisible(stack.channels * t) if t != 1 else stack.channels
+                stack.add(InvertedResidual(stack.channels, out, stride, hidden), out, stride)
+        head = make_divisible(HEAD_CHANNELS * width) if width > 1.0 else HEAD_CHANNELS
+        stack.add(ConvBNAct(stack.channels, head, 1, act="relu6"), head)
+        super().__init__(stack, ClassifierHead(head, num_classes, dropout))
+        self.width = width
+        self.expansion = expansion
+
+
+@register_model(
+    presets={
+        "mobilenet_v2_035": {"width": 0.35},
+        "mobilenet_v2_050": {"width": 0.5},
+        "mobilenet_v2_075": {"width": 0.75},
+        "mobilenet_v2_100": {"width": 1.0},
+        "mobilenet_v2_140": {"width": 1.4},
+    },
+    family="mobilenet_v2",
+)
+def mobilenet_v2(
+    width: float = 1.0,
+    expansion: float = 6.0,
+    num_classes: int = 1000,
+    dropout: float = 0.2,
+    in_channels: int = 3,
+) -> MobileNetV2:
+    """MobileNetV2; width in (0, 2] with /8 rounding; expansion factor t (default 6)."""
+    return MobileNetV2(width, expansion, num_classes, dropout, in_channels)
