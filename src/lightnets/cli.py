@@ -122,7 +122,7 @@ def _comparison_rows(comparisons: list[papers.Comparison]) -> list[tuple]:
                 f.params or "",
                 round(c.params, 3),
                 mark(c.params_matches),
-                "" if f.top1 is None else f.top1,
+                "" if f.top1 is None else str(f.top1),
                 f.source,
             )
         )
@@ -189,12 +189,18 @@ def report_sections(fmt: str = "markdown") -> list[tuple[str, str]]:
             render(("layer", "paper MAdds (M)", "measured", "paper params (M)", "measured"), rows, fmt),
         )
     )
+
+    def measured_cell(size: int, channels: int, kb: float) -> str:
+        if not size:
+            return f"{kb:.1f}"
+        return f"{channels}/{kb:.1f}" if channels else "not materialised (first-layer trick)"
+
     rows = [
         (
             column,
             f"{size}x{size}" if size else "max",
             f"{pc}/{pk}" if size else pk,
-            f"{mc}/{mk:.1f}" if size else f"{mk:.1f}",
+            measured_cell(size, mc, mk),
         )
         for column, size, mc, mk, pc, pk in papers.memory_table3()
     ]

@@ -295,8 +295,9 @@ def within_printed_precision(printed: str, value: float) -> bool:
 @dataclass
 class Comparison:
     figure: PaperFigure
-    madds: float  # millions, as the paper counts them (with or without the FC layer)
+    madds: float  # millions, counted as the paper counts them (with or without the FC layer)
     params: float  # millions
+    total_madds: float  # millions, every multiply-add of the model counted once
 
     @property
     def madds_matches(self) -> bool | None:
@@ -322,7 +323,7 @@ def measure(figure: PaperFigure) -> Comparison:
     """Build the figure's model and count it the way its paper does."""
     report = profile(create_model(figure.model, **figure.kwargs), (3, figure.resolution, figure.resolution))
     madds = report.madds if figure.counts_fc else report.madds - report.kind("fully connected").madds
-    return Comparison(figure, madds * figure.ops_per_madd / 1e6, report.params / 1e6)
+    return Comparison(figure, madds * figure.ops_per_madd / 1e6, report.params / 1e6, report.madds / 1e6)
 
 
 def figures_for(models: list[str] | None = None) -> list[PaperFigure]:

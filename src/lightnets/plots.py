@@ -5,40 +5,47 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from .models import get_entry
 from .papers import Comparison
 
 FAMILY_COLOURS = {
     "mobilenet_v1": "tab:blue",
     "mobilenet_v2": "tab:orange",
-    "squeezenet1_0": "tab:green",
-    "squeezenet1_1": "tab:green",
+    "squeezenet": "tab:green",
     "shufflenet_v1": "tab:red",
+    "reference": "tab:gray",
 }
 
 
 def accuracy_vs_madds(comparisons: Sequence[Comparison], path: str | Path) -> Path:
-    """Reported ImageNet top-1 against measured multiply-adds (log scale), as a PNG."""
+    """Reported ImageNet top-1 against measured multiply-adds (log scale), as a PNG.
+
+    Each model appears once, at its full count of multiply-adds, whatever convention
+    the paper that reported it used.
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display is needed or assumed
     import matplotlib.pyplot as plt
 
-    points = [c for c in comparisons if c.figure.top1 is not None]
+    points: dict[tuple, Comparison] = {}
+    for c in comparisons:
+        f = c.figure
+        key = (f.model, tuple(sorted(f.kwargs.items())), f.resolution)
+        if f.top1 is not None and key not in points:
+            points[key] = c
     if not points:
         raise ValueError("none of the chosen models has a reported accuracy to plot")
     fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
     labelled: set[str] = set()
-    for c in points:
-        family = c.figure.model
+    for c in points.values():
+        family = get_entry(c.figure.model).family
         colour = FAMILY_COLOURS.get(family, "tab:gray")
-        legend = family if family in FAMILY_COLOURS else "reference models"
-        ax.scatter(
-            c.madds, c.figure.top1, color=colour, label=None if legend in labelled else legend, zorder=3
-        )
-        labelled.add(legend)
-        ax.annotate(
-            c.figure.label, (c.madds, c.figure.top1), fontsize=7, xytext=(4, 3), textcoords="offset points"
-        )
+        label = None if family in labelled else family
+        labelled.add(family)
+        ax.scatter(c.total_madds, c.figure.top1, color=colour, label=label, zorder=3)
+        point = (c.total_madds, c.figure.top1)
+        ax.annotate(c.figure.label, point, fontsize=7, xytext=(4, 3), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("multiply-adds, millions (measured by lightnets, log scale)")
     ax.set_ylabel("ImageNet top-1 %, as reported by the papers")

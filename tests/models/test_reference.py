@@ -12,11 +12,11 @@ import functools
 
 import pytest
 import torch
-from peers import import_torchvision
 from torch import nn
 
 import lightnets
 from lightnets.cost import CostReport, profile
+from peers import import_torchvision
 
 NAMES = ("alexnet", "vgg16", "googlenet", "resnet50", "inception_v3")
 INPUT_SIDE = {"alexnet": 227, "vgg16": 224, "googlenet": 224, "resnet50": 224, "inception_v3": 299}
