@@ -1,9 +1,24 @@
 """lightnets: the light-weight CNNs of mobile vision, exactly as their papers define them."""
 
+from .classify import evaluate, predict
 from .cost import CostReport, profile
 from .cost.memory import activation_memory
 from .layers import make_divisible
 from .models import create_model, list_models
+from .weights import convert, get_weights, list_weights, load_weights
 
-__all__ = ["CostReport", "activation_memory", "create_model", "list_models", "make_divisible", "profile"]
+__all__ = [
+    "CostReport",
+    "activation_memory",
+    "convert",
+    "create_model",
+    "evaluate",
+    "get_weights",
+    "list_models",
+    "list_weights",
+    "load_weights",
+    "make_divisible",
+    "predict",
+    "profile",
+]
 __version__ = "0.1.0"

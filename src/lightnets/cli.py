@@ -8,10 +8,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from torch import nn
+
 from . import papers
+from .classify import evaluate, labels_of, predict
 from .cost import profile
 from .models import create_model, get_entry, list_models
 from .render import FORMATS, render
+from .weights import convert, get_weights, list_weights
+from .weights.load import model_name_of_weights
 
 DESCRIPTION = """\
 lightnets: MobileNet v1, MobileNetV2, SqueezeNet and ShuffleNet v1 exactly as their
@@ -26,6 +31,13 @@ examples:
   lightnets profile shufflenet_v1 --groups 8 --memory --format json
   lightnets compare mobilenet_v1 shufflenet_v1 --plot accuracy.png
   lightnets report --out report/
+  lightnets weights
+  lightnets predict photo.jpg --weights mobilenet_v2_100_224.tflite_uint8
+  lightnets eval --data imagenet-sample/ --weights squeezenet1_1.gluon_npy --format json
+  lightnets convert --weights mobilenet_v1_050_160.tflite_uint8 -o mnv1_050.safetensors
+
+Original weight files are found under --weights-root or $LIGHTNETS_WEIGHTS, in the cache
+($LIGHTNETS_CACHE, default ~/.cache/lightnets), or downloaded and checked against their sha256.
 """
 
 
@@ -229,6 +241,90 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def model_with_weights(args: argparse.Namespace) -> nn.Module:
+    """The model ``--weights`` (and ``--model``, when the weights do not say) describe."""
+    name = args.model or model_name_of_weights(args.weights)
+    return create_model(name, weights=args.weights, weights_root=args.weights_root)
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    rows = []
+    for tag in list_weights(args.pattern):
+        spec = get_weights(tag)
+        metric = spec.metrics.get("top1")
+        rows.append(
+            (
+                tag,
+                spec.model,
+                spec.format,
+                spec.transform.size,
+                "" if metric is None else str(metric),
+                spec.license,
+            )
+        )
+    if not rows:
+        raise ValueError(f"no weights match {args.pattern!r}")
+    print(render(("tag", "model", "format", "input", "reported top-1 %", "license"), rows, args.format))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    model = model_with_weights(args)
+    predictions, skipped = predict(model, args.inputs, args.topk)
+    for message in skipped:
+        print(message, file=sys.stderr)
+    if args.format == "json":
+        print(json.dumps([p.__dict__ for p in predictions], indent=2))
+    else:
+        for p in predictions:
+            print(p.path)
+            for index, name, probability in zip(p.classes, p.names, p.probabilities, strict=True):
+                print(f"  {probability:7.2%}  {name} ({index})")
+    return 0 if predictions else 1
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    model = model_with_weights(args)
+    result = evaluate(model, args.data, batch_size=args.batch_size, limit=args.limit, workers=args.workers)
+    for path in result.skipped:
+        print(f"skipped unreadable image {path}", file=sys.stderr)
+    names = labels_of(model)
+    if args.format == "json":
+        print(
+            json.dumps(
+                result.to_dict(names if args.per_class else None) | {"weights": args.weights}, indent=2
+            )
+        )
+        return 0
+    print(
+        f"{args.weights} on {args.data}: top-1 {result.top1:.2f}%, top-5 {result.top5:.2f}% (n = {result.n})"
+    )
+    if args.per_class:
+        rows = [
+            (r["class"], r["name"], r["correct"], r["total"], r["top1"])
+            for r in result.to_dict(names)["per_class"]
+        ]
+        print(render(("class", "name", "correct", "images", "top-1 %"), rows, "table", floatfmt=".1f"))
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    model = model_with_weights(args)
+    path = convert(model, args.output)
+    print(f"written {path} and {path.with_suffix('.json')}")
+    return 0
+
+
+def _add_weights_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--weights", required=True, help="a weights tag (see 'lightnets weights') or a weights file"
+    )
+    p.add_argument("--model", help="the registered model (needed only for files that do not say)")
+    p.add_argument(
+        "--weights-root", metavar="DIR", help="folder of original weight files ($LIGHTNETS_WEIGHTS)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lightnets",
@@ -286,6 +382,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="also write paper_tables.md and accuracy_vs_madds.png here")
     p.add_argument("--format", choices=("markdown", "table"), default="markdown")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("weights", help="list the pretrained weight sets")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'squeezenet*'")
+    p.add_argument("--format", choices=FORMATS, default="table")
+    p.set_defaults(func=cmd_weights)
+
+    p = sub.add_parser(
+        "predict",
+        help="classify images with pretrained weights",
+        description="Print the top-k classes of each image (files or folders). Greyscale, CMYK, "
+        "transparent and 16-bit images are converted; unreadable files are skipped with a message.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    _add_weights_options(p)
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "eval",
+        help="top-1 / top-5 accuracy on a labelled image folder",
+        description="Evaluate on a folder holding labels.csv (columns filename, class_index) and "
+        "images/, or on class folders (ImageNet wnids map to ImageNet classes).",
+    )
+    p.add_argument("--data", required=True, metavar="DIR")
+    _add_weights_options(p)
+    p.add_argument("--per-class", action="store_true", help="accuracy of each class")
+    p.add_argument("--limit", type=int, help="evaluate only the first N images")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=0, help="image-loading processes")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "convert",
+        help="write weights as a lightnets .safetensors file (+ metadata JSON)",
+        description="Import a weight set (tag or file in any supported format) and write it as a "
+        "lightnets safetensors file, loadable with create_model(name, weights=PATH).",
+    )
+    _add_weights_options(p)
+    p.add_argument("-o", "--output", required=True, metavar="FILE.safetensors")
+    p.set_defaults(func=cmd_convert)
     return parser
 
 

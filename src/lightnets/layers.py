@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "PADDINGS",
     "Add",
     "ChannelShuffle",
     "ConvBNAct",
@@ -21,6 +22,7 @@ __all__ = [
     "Fire",
     "InvertedResidual",
     "ShuffleUnit",
+    "TFSamePad",
     "channel_shuffle",
     "make_activation",
     "make_divisible",
@@ -46,6 +48,40 @@ def make_divisible(
     return rounded
 
 
+PADDINGS = ("symmetric", "tf_same")
+
+
+@torch.fx.wrap
+def tf_same_pad(x: Tensor, kernel_size: int, stride: int, dilation: int = 1) -> Tensor:
+    """Pad ``x`` as TensorFlow's "SAME" does: the output is ``ceil(input / stride)`` and
+    any odd padding goes to the bottom and right.
+
+    At stride 2 on an even input that is 0 pixels top/left and 1 bottom/right, where a
+    symmetric ``padding=1`` would shift every window by one pixel. Wrapped for
+    ``torch.fx`` because it computes the padding from the input's size.
+    """
+    pads = []
+    for size in (x.shape[-1], x.shape[-2]):  # F.pad takes the last dimension first
+        out = -(-size // stride)
+        total = max((out - 1) * stride + (kernel_size - 1) * dilation + 1 - size, 0)
+        pads += [total // 2, total - total // 2]
+    return nn.functional.pad(x, pads)
+
+
+class TFSamePad(nn.Module):
+    """:func:`tf_same_pad` as a module, placed before a convolution with ``padding=0``."""
+
+    def __init__(self, kernel_size: int, stride: int, dilation: int = 1) -> None:
+        super().__init__()
+        self.kernel_size, self.stride, self.dilation = kernel_size, stride, dilation
+
+    def forward(self, x: Tensor) -> Tensor:
+        return tf_same_pad(x, self.kernel_size, self.stride, self.dilation)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}"
+
+
 def make_activation(name: str | None) -> nn.Module:
     """An activation module by name: ``relu``, ``relu6`` or ``None`` (linear)."""
     if name is None:
@@ -63,23 +99,29 @@ class ConvBNAct(nn.Sequential):
     It is a ``Sequential`` with the children ``conv``, ``bn`` and ``act`` so that
     ``torch.ao.quantization.fuse_modules`` and BatchNorm folding find them by name.
     ``norm=False`` drops the BatchNorm and gives the convolution a bias (SqueezeNet,
-    AlexNet and VGG have no BatchNorm).
+    AlexNet and VGG have no BatchNorm). ``padding="tf_same"`` pads as TensorFlow does,
+    which weights trained there need (a ``pad`` child before ``conv`` where it differs
+    from the symmetric padding: strided convolutions).
     """
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: int = 3,
+        kernel_size: int | tuple[int, int] = 3,
         stride: int = 1,
         groups: int = 1,
         act: str | None = "relu",
         norm: bool = True,
-        padding: int | None = None,
+        padding: int | tuple[int, int] | str | None = None,
         dilation: int = 1,
     ) -> None:
-        padding = dilation * (kernel_size - 1) // 2 if padding is None else padding
         layers: OrderedDict[str, nn.Module] = OrderedDict()
+        if padding == "tf_same" and stride > 1:
+            layers["pad"] = TFSamePad(kernel_size, stride, dilation)
+            padding = 0
+        elif padding in (None, "symmetric", "tf_same"):  # at stride 1 "SAME" is symmetric
+            padding = dilation * (kernel_size - 1) // 2
         layers["conv"] = nn.Conv2d(
             in_channels,
             out_channels,
@@ -119,9 +161,18 @@ class DepthwiseSeparable(nn.Module):
     full convolution it replaces.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, act: str = "relu") -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        act: str = "relu",
+        padding: str = "symmetric",
+    ) -> None:
         super().__init__()
-        self.depthwise = ConvBNAct(in_channels, in_channels, 3, stride, groups=in_channels, act=act)
+        self.depthwise = ConvBNAct(
+            in_channels, in_channels, 3, stride, groups=in_channels, act=act, padding=padding
+        )
         self.pointwise = ConvBNAct(in_channels, out_channels, 1, act=act)
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -149,6 +200,7 @@ class InvertedResidual(nn.Module):
         stride: int,
         hidden_channels: int,
         act: str = "relu6",
+        padding: str = "symmetric",
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
@@ -163,7 +215,7 @@ class InvertedResidual(nn.Module):
             else nn.Identity()
         )
         self.depthwise = ConvBNAct(
-            hidden_channels, hidden_channels, 3, stride, groups=hidden_channels, act=act
+            hidden_channels, hidden_channels, 3, stride, groups=hidden_channels, act=act, padding=padding
         )
         self.project = ConvBNAct(hidden_channels, out_channels, 1, act=None)
         self.use_shortcut = stride == 1 and in_channels == out_channels

@@ -7,6 +7,9 @@ Three multipliers, kept apart:
   convolutional up to its global pool, so 224, 192, 160 or 128 inputs all work;
 * the depthwise channel multiplier is 1 throughout, as in the paper.
 
+``act`` is the paper's ReLU or the ReLU6 of the official release; ``padding="tf_same"``
+pads strided convolutions as TensorFlow does (needed by weights trained there).
+
 ``variant`` selects the paper's ablations (its Tables 4 and 6): ``"full"`` ("Conv
 MobileNet") makes every separable layer a full 3x3 convolution; ``"shallow"`` drops the
 five separable layers at 14x14x512.
@@ -14,7 +17,7 @@ five separable layers at 14x14x512.
 
 from __future__ import annotations
 
-from ..layers import ConvBNAct, DepthwiseSeparable, make_divisible
+from ..layers import PADDINGS, ConvBNAct, DepthwiseSeparable, make_divisible
 from .base import Classifier, ClassifierHead, FeatureStack
 from .registry import register_model
 
@@ -53,9 +56,13 @@ class MobileNetV1(Classifier):
         num_classes: int = 1000,
         dropout: float = 0.001,
         in_channels: int = 3,
+        act: str = "relu",
+        padding: str = "symmetric",
     ) -> None:
         if not 0 < width <= 2:
             raise ValueError(f"MobileNet v1 width (alpha) must be in (0, 2], got {width!r}")
+        if padding not in PADDINGS:
+            raise ValueError(f"unknown padding {padding!r}; expected one of {PADDINGS}")
         if variant not in VARIANTS:
             raise ValueError(f"unknown MobileNet v1 variant {variant!r}; expected one of {VARIANTS}")
         rows = [row for i, row in enumerate(BODY) if not (variant == "shallow" and i in SHALLOW_REMOVED)]
@@ -63,17 +70,19 @@ class MobileNetV1(Classifier):
         stack = FeatureStack(in_channels)
         _, stride, channels = STEM
         channels = make_divisible(channels * width)
-        stack.add(ConvBNAct(in_channels, channels, 3, stride), channels, stride)
+        stack.add(ConvBNAct(in_channels, channels, 3, stride, act=act, padding=padding), channels, stride)
         for _, stride, channels in rows:
             channels = make_divisible(channels * width)
             if variant == "full":
-                layer = ConvBNAct(stack.channels, channels, 3, stride)
+                layer = ConvBNAct(stack.channels, channels, 3, stride, act=act, padding=padding)
             else:
-                layer = DepthwiseSeparable(stack.channels, channels, stride)
+                layer = DepthwiseSeparable(stack.channels, channels, stride, act, padding)
             stack.add(layer, channels, stride)
         super().__init__(stack, ClassifierHead(stack.channels, num_classes, dropout))
         self.width = width
         self.variant = variant
+        self.act = act
+        self.padding = padding
 
 
 @register_model(
@@ -93,6 +102,8 @@ def mobilenet_v1(
     num_classes: int = 1000,
     dropout: float = 0.001,
     in_channels: int = 3,
+    act: str = "relu",
+    padding: str = "symmetric",
 ) -> MobileNetV1:
     """MobileNet v1; width = alpha in (0, 2]; variant 'separable', 'full' or 'shallow'."""
-    return MobileNetV1(width, variant, num_classes, dropout, in_channels)
+    return MobileNetV1(width, variant, num_classes, dropout, in_channels, act, padding)

@@ -3,12 +3,13 @@
 Channels follow the official release (TF-slim ``mobilenet_v2``): every width is rounded
 with :func:`make_divisible` to a multiple of 8, the expanded width of a block is
 ``make_divisible(t * input channels)``, and the last 1280-channel layer is never
-shrunk (for width < 1) but grows for width > 1.
+shrunk (for width < 1) but grows for width > 1. ``padding="tf_same"`` pads strided
+convolutions as TensorFlow does (needed by weights trained there).
 """
 
 from __future__ import annotations
 
-from ..layers import ConvBNAct, InvertedResidual, make_divisible
+from ..layers import PADDINGS, ConvBNAct, InvertedResidual, make_divisible
 from .base import Classifier, ClassifierHead, FeatureStack
 from .registry import register_model
 
@@ -41,26 +42,31 @@ class MobileNetV2(Classifier):
         num_classes: int = 1000,
         dropout: float = 0.2,
         in_channels: int = 3,
+        padding: str = "symmetric",
     ) -> None:
         if not 0 < width <= 2:
             raise ValueError(f"MobileNetV2 width must be in (0, 2], got {width!r}")
+        if padding not in PADDINGS:
+            raise ValueError(f"unknown padding {padding!r}; expected one of {PADDINGS}")
         if not expansion >= 1:
             raise ValueError(f"MobileNetV2 expansion factor t must be >= 1, got {expansion!r}")
         stack = FeatureStack(in_channels)
         stem = make_divisible(STEM_CHANNELS * width)
-        stack.add(ConvBNAct(in_channels, stem, 3, 2, act="relu6"), stem, 2)
+        stack.add(ConvBNAct(in_channels, stem, 3, 2, act="relu6", padding=padding), stem, 2)
         for t, c, n, s in BOTTLENECKS:
             t = expansion if t != 1 else 1
             out = make_divisible(c * width)
             for i in range(n):
                 stride = s if i == 0 else 1
                 hidden = make_divisible(stack.channels * t) if t != 1 else stack.channels
-                stack.add(InvertedResidual(stack.channels, out, stride, hidden), out, stride)
+                block = InvertedResidual(stack.channels, out, stride, hidden, padding=padding)
+                stack.add(block, out, stride)
         head = make_divisible(HEAD_CHANNELS * width) if width > 1.0 else HEAD_CHANNELS
         stack.add(ConvBNAct(stack.channels, head, 1, act="relu6"), head)
         super().__init__(stack, ClassifierHead(head, num_classes, dropout))
         self.width = width
         self.expansion = expansion
+        self.padding = padding
 
 
 @register_model(
@@ -79,6 +85,7 @@ def mobilenet_v2(
     num_classes: int = 1000,
     dropout: float = 0.2,
     in_channels: int = 3,
+    padding: str = "symmetric",
 ) -> MobileNetV2:
     """MobileNetV2; width in (0, 2] with /8 rounding; expansion factor t (default 6)."""
-    return MobileNetV2(width, expansion, num_classes, dropout, in_channels)
+    return MobileNetV2(width, expansion, num_classes, dropout, in_channels, padding)

@@ -68,10 +68,16 @@ def get_entry(name: str) -> ModelEntry:
         raise ValueError(f"unknown model {name!r}{hint} (known models: {', '.join(list_models())})") from None
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
+def create_model(
+    name: str, weights: str | None = None, weights_root: str | None = None, **kwargs: Any
+) -> nn.Module:
     """Build a registered model: ``create_model("mobilenet_v2", width=1.4, num_classes=10)``.
 
-    Unknown names and keyword arguments the model does not take raise ``ValueError``.
+    ``weights`` loads a weight set by tag (``lightnets.list_weights()``) or a weights
+    file, building the model in the configuration the weights need; ``num_classes``
+    then replaces the classifier (fine-tuning). ``weights_root`` is a local folder of
+    original weight files (default ``$LIGHTNETS_WEIGHTS``). Unknown names and keyword
+    arguments the model does not take raise ``ValueError``.
     """
     entry = get_entry(name)
     accepted = inspect.signature(entry.builder).parameters
@@ -79,4 +85,22 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     if unknown:
         valid = ", ".join(k for k in accepted)
         raise ValueError(f"{name} does not take {', '.join(unknown)}; it takes: {valid}")
-    return entry.builder(**{**entry.defaults, **kwargs})
+    arguments = {**entry.defaults, **kwargs}
+    if weights is None:
+        return _build(entry, arguments)
+    from ..weights.load import load_weights, model_arguments_for
+
+    wanted_classes = arguments.pop("num_classes", None)
+    arguments = model_arguments_for(entry.builder.__name__, weights, arguments)
+    model = load_weights(_build(entry, arguments), weights, root=weights_root)
+    if wanted_classes is not None and wanted_classes != model.num_classes:
+        model.reset_classifier(wanted_classes)
+    return model
+
+
+def _build(entry: ModelEntry, arguments: dict[str, Any]) -> nn.Module:
+    model = entry.builder(**arguments)
+    # Who built it and how, for weight files and exports to record.
+    model.model_name = entry.builder.__name__
+    model.model_kwargs = dict(arguments)
+    return model

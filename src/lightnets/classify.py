@@ -1,0 +1,154 @@
+"""Classifying images with a model: top-k predictions, and accuracy on a labelled set."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .data.categories import class_names
+from .data.datasets import ImageDataset, collate_skipping, open_dataset
+from .data.images import UnreadableImage, is_image_file, load_image
+from .data.transforms import EvalTransform
+
+
+def transform_of(model: nn.Module) -> EvalTransform:
+    """The evaluation transform of the model's weights (ImageNet defaults without)."""
+    config = getattr(model, "pretrained_cfg", None)
+    return config.transform if config is not None else EvalTransform()
+
+
+def labels_of(model: nn.Module) -> list[str]:
+    config = getattr(model, "pretrained_cfg", None)
+    return class_names(config.categories if config else "", model.num_classes)
+
+
+@dataclass
+class Prediction:
+    path: str
+    classes: list[int]
+    names: list[str]
+    probabilities: list[float]
+
+
+def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
+    """Files as given, and the image files inside any folder given (sorted)."""
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            paths += sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+        else:
+            paths.append(path)
+    return paths
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, inputs: Iterable[str | Path], topk: int = 5, transform: EvalTransform | None = None
+) -> tuple[list[Prediction], list[str]]:
+    """Top-k classes of each image; returns (predictions, messages about skipped files)."""
+    transform = transform or transform_of(model)
+    names = labels_of(model)
+    topk = min(topk, model.num_classes)
+    model.eval()
+    predictions, skipped = [], []
+    for path in expand_inputs(inputs):
+        try:
+            image = load_image(path, transform.resize)
+        except UnreadableImage as error:
+            skipped.append(f"skipped {error}")
+            continue
+        probabilities = model(transform(image).unsqueeze(0)).softmax(dim=1)[0]
+        values, indices = probabilities.topk(topk)
+        predictions.append(
+            Prediction(str(path), indices.tolist(), [names[i] for i in indices.tolist()], values.tolist())
+        )
+    return predictions, skipped
+
+
+@dataclass
+class EvalResult:
+    top1: float  # percent
+    top5: float  # percent
+    n: int
+    skipped: list[str] = field(default_factory=list)
+    per_class: dict[int, tuple[int, int]] = field(default_factory=dict)  # label -> (correct top-1, total)
+    predictions: list[int] = field(default_factory=list)  # top-1 class per evaluated image
+
+    def to_dict(self, class_names: list[str] | None = None) -> dict:
+        out = {"top1": self.top1, "top5": self.top5, "n": self.n, "skipped": self.skipped}
+        if self.per_class:
+            out["per_class"] = [
+                {
+                    "class": label,
+                    "name": class_names[label] if class_names and label < len(class_names) else str(label),
+                    "correct": correct,
+                    "total": total,
+                    "top1": 100.0 * correct / total,
+                }
+                for label, (correct, total) in sorted(self.per_class.items())
+            ]
+        return out
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data: str | Path | ImageDataset,
+    transform: EvalTransform | None = None,
+    batch_size: int = 32,
+    limit: int | None = None,
+    workers: int = 0,
+    progress: bool = True,
+) -> EvalResult:
+    """Top-1 and top-5 accuracy (percent) of ``model`` on a labelled image set.
+
+    Unreadable images are skipped (listed in ``skipped``) and do not count in ``n``.
+    """
+    dataset = data if isinstance(data, ImageDataset) else open_dataset(data)
+    transform = transform or transform_of(model)
+    dataset.transform, dataset.min_side = transform, transform.resize
+    if limit is not None:
+        dataset.samples = dataset.samples[:limit]
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_skipping
+    )
+    model.eval()
+    correct1 = correct5 = total = 0
+    per_class: dict[int, list[int]] = {}
+    predictions: list[int] = []
+    evaluated: set[int] = set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # skipped files are reported once, below
+        for batch in tqdm(loader, desc="eval", unit="batch", disable=not progress):
+            if batch is None:
+                continue
+            images, labels, indices = batch
+            top = model(images).topk(min(5, model.num_classes), dim=1).indices
+            hit1 = top[:, 0] == labels
+            correct1 += int(hit1.sum())
+            correct5 += int((top == labels[:, None]).any(dim=1).sum())
+            total += len(labels)
+            predictions += top[:, 0].tolist()
+            evaluated.update(indices.tolist())
+            for label, hit in zip(labels.tolist(), hit1.tolist(), strict=True):
+                counts = per_class.setdefault(label, [0, 0])
+                counts[0] += int(hit)
+                counts[1] += 1
+    skipped = [str(dataset.samples[i][0]) for i in range(len(dataset)) if i not in evaluated]
+    if total == 0:
+        raise ValueError(f"no readable images in {data}")
+    return EvalResult(
+        100.0 * correct1 / total,
+        100.0 * correct5 / total,
+        total,
+        skipped,
+        {k: (v[0], v[1]) for k, v in per_class.items()},
+        predictions,
+    )
