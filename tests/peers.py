@@ -83,3 +83,23 @@ def import_timm():
         return importlib.import_module("timm")
     except Exception as e:  # e.g. missing pyyaml / huggingface_hub / safetensors
         raise ImportError(f"timm is installed but failed to import: {e!r}") from e
+
+
+def torchvision_or_skip():
+    """``torchvision.models`` for a test, which is skipped (saying why) when it cannot be had."""
+    import pytest
+
+    try:
+        return import_torchvision()
+    except ImportError as error:
+        pytest.skip(str(error))
+
+
+def timm_or_skip():
+    """``timm`` for a test, which is skipped (saying why) when it cannot be had."""
+    import pytest
+
+    try:
+        return import_timm()
+    except ImportError as error:
+        pytest.skip(str(error))

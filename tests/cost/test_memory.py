@@ -4,7 +4,7 @@ from torch import nn
 import lightnets
 from lightnets.cost.memory import activation_memory
 from lightnets.layers import InvertedResidual
-from peers import import_torchvision
+from peers import torchvision_or_skip
 
 
 def test_a_chain_needs_its_largest_input_plus_output():
@@ -44,20 +44,13 @@ def test_mobilenet_v2_block_execution_is_the_papers_bound():
 
 
 def test_peer_blocks_are_recognised_by_class_name():
-    tvm = import_or_skip()
+    tvm = torchvision_or_skip()
     ours = activation_memory(lightnets.create_model("mobilenet_v2"), execution="block")
     theirs = activation_memory(tvm.mobilenet_v2(), execution="block")
     assert (ours.peak_bytes, [(r.height, r.channels) for r in ours.rows]) == (
         theirs.peak_bytes,
         [(r.height, r.channels) for r in theirs.rows],
     )
-
-
-def import_or_skip():
-    try:
-        return import_torchvision()
-    except ImportError as error:
-        pytest.skip(str(error))
 
 
 def test_execution_models_are_named_and_checked():

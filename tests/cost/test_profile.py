@@ -5,14 +5,7 @@ from torch import nn
 import lightnets
 from lightnets.cost import layer_kind, profile
 from lightnets.cost.profile import meta_copy
-from peers import import_timm, import_torchvision
-
-
-def peer(importer):
-    try:
-        return importer()
-    except ImportError as error:
-        pytest.skip(str(error))
+from peers import timm_or_skip, torchvision_or_skip
 
 
 def test_profile_counts_a_plain_module_by_hand():
@@ -100,7 +93,7 @@ TORCHVISION_TWINS = [
 
 @pytest.mark.parametrize("ours, our_kwargs, theirs, their_kwargs", TORCHVISION_TWINS)
 def test_same_totals_as_torchvision(ours, our_kwargs, theirs, their_kwargs):
-    tvm = peer(import_torchvision)
+    tvm = torchvision_or_skip()
     mine = profile(lightnets.create_model(ours, **our_kwargs))
     other = profile(getattr(tvm, theirs)(**their_kwargs))
     assert (mine.params, mine.madds, mine.bn_params) == (other.params, other.madds, other.bn_params)
@@ -114,7 +107,7 @@ def test_same_totals_as_torchvision(ours, our_kwargs, theirs, their_kwargs):
     [("mobilenet_v1", {}, "mobilenetv1_100"), ("mobilenet_v2", {}, "mobilenetv2_100")],
 )
 def test_same_totals_as_timm(ours, our_kwargs, theirs):
-    timm = peer(import_timm)
+    timm = timm_or_skip()
     mine = profile(lightnets.create_model(ours, **our_kwargs))
     other = profile(timm.create_model(theirs, pretrained=False))
     assert (mine.params, mine.madds, mine.bn_params) == (other.params, other.madds, other.bn_params)

@@ -16,7 +16,7 @@ from torch import nn
 
 import lightnets
 from lightnets.cost import CostReport, profile
-from peers import import_torchvision
+from peers import torchvision_or_skip
 
 NAMES = ("alexnet", "vgg16", "googlenet", "resnet50", "inception_v3")
 INPUT_SIDE = {"alexnet": 227, "vgg16": 224, "googlenet": 224, "resnet50": 224, "inception_v3": 299}
@@ -31,14 +31,6 @@ def meta_model(name: str, **kwargs) -> nn.Module:
 def cost(name: str) -> CostReport:
     side = INPUT_SIDE[name]
     return profile(meta_model(name), (3, side, side))
-
-
-def torchvision_models():
-    """torchvision.models through tests/peers.py, or skip the test."""
-    try:
-        return import_torchvision()
-    except ImportError as error:
-        pytest.skip(str(error))
 
 
 def test_registered():
@@ -116,7 +108,7 @@ TORCHVISION = {
 
 @pytest.mark.parametrize("name", list(TORCHVISION))
 def test_same_cost_as_torchvision(name):
-    tvm = torchvision_models()
+    tvm = torchvision_or_skip()
     kwargs, metrics = TORCHVISION[name]
     with torch.device("meta"):
         theirs = getattr(tvm, name)(**kwargs)

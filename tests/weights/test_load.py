@@ -9,7 +9,7 @@ import torch
 import lightnets
 from lightnets.weights import WeightsError, convert, load_weights
 from lightnets.weights.importers.torch_peers import to_peer
-from peers import import_timm, import_torchvision
+from peers import timm_or_skip, torchvision_or_skip
 
 
 def snapshot(model):
@@ -85,13 +85,6 @@ def test_unknown_tag_and_bad_kwargs():
         lightnets.create_model("mobilenet_v1", width=0.5, weights="mobilenet_v1_025_128.tflite_uint8")
 
 
-def peer(importer):
-    try:
-        return importer()
-    except ImportError as error:
-        pytest.skip(str(error))
-
-
 @pytest.mark.parametrize(
     "ours, kwargs, make_theirs",
     [
@@ -105,8 +98,7 @@ def peer(importer):
     ],
 )
 def test_peer_checkpoints_round_trip(tmp_path, ours, kwargs, make_theirs):
-    tv = peer(import_torchvision)
-    timm = peer(import_timm)
+    tv, timm = torchvision_or_skip(), timm_or_skip()
     torch.manual_seed(0)
     theirs = make_theirs(tv, timm).eval()
     for module in theirs.modules():  # non-trivial statistics, so a misplaced tensor shows
