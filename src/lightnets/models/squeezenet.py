@@ -7,8 +7,8 @@ paper's design-space knobs (its Section 5) regenerate the Fire rows:
 ``e_i = base_e + incr_e * floor(i / freq)``, ``e3x3 = pct3x3 * e_i``,
 ``s1x1 = SR * e_i``; the defaults give Table 1 back.
 
-Pooling rounds up (Caffe's ``ceil`` mode), as in the released models: 224 and 227
-inputs then both give 13x13 maps before the classifier.
+Pooling rounds up (Caffe's ``ceil`` mode), as in the released models: v1.0 then gives
+13x13 maps before the classifier at both 224 and 227 inputs (v1.1: 13x13 and 14x14).
 """
 
 from __future__ import annotations
