@@ -5,7 +5,8 @@
 * class folders (``<root>/<class>/*.jpg``, e.g. Imagenette's ``train/n01440764/``): if
   every folder is an ImageNet wnid, labels are ImageNet class indices, so ImageNet
   models can be evaluated on the subset directly; otherwise folders are numbered in
-  sorted order.
+  sorted order. ``imagenet_labels=False`` numbers wnid folders in sorted order too
+  (0..9 for Imagenette), as training a classifier for just those classes needs.
 
 An image that cannot be read is skipped with one warning naming it; the rest go on.
 """
@@ -59,8 +60,12 @@ def collate_skipping(batch: list) -> tuple[Tensor, Tensor, Tensor] | None:
     return torch.stack(images), torch.tensor(labels), torch.tensor(indices)
 
 
-def open_dataset(path: str | Path) -> ImageDataset:
-    """The labelled images under ``path`` (see the module docstring for the layouts)."""
+def open_dataset(path: str | Path, imagenet_labels: bool = True) -> ImageDataset:
+    """The labelled images under ``path`` (see the module docstring for the layouts).
+
+    ``imagenet_labels=False`` labels class folders 0, 1, ... in sorted order even when
+    they are ImageNet wnids.
+    """
     root = Path(path)
     if not root.exists():
         raise ValueError(f"{root}: no such folder")
@@ -73,7 +78,7 @@ def open_dataset(path: str | Path) -> ImageDataset:
     if not folders:
         raise ValueError(f"{root} holds no labels.csv and no class folders")
     wnids = {wnid: index for index, (wnid, _) in enumerate(imagenet_classes())}
-    imagenet = all(f.name in wnids for f in folders)
+    imagenet = imagenet_labels and all(f.name in wnids for f in folders)
     samples = []
     for position, folder in enumerate(folders):
         label = wnids[folder.name] if imagenet else position
