@@ -424,6 +424,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_weights_options(p)
     p.add_argument("-o", "--output", required=True, metavar="FILE.safetensors")
     p.set_defaults(func=cmd_convert)
+
+    from .train.cli import add_train_parser
+
+    add_train_parser(sub)
     return parser
 
 

@@ -103,7 +103,7 @@ def _gluon_files() -> tuple[WeightFile, ...]:
 V1_FOLDER = "mobilenet_v1/coral-tflite-uint8"
 V2_FOLDER = "mobilenet_v2/coral-tflite-int8"
 TF_V1 = {"act": "relu6", "padding": "tf_same"}
-TF_V2 = {"padding": "tf_same"}
+TF_V2 = {"width": 1.0, "padding": "tf_same"}
 TFLITE_NOTE = (
     "Quantisation-aware uint8 TFLite model: weights dequantised, BatchNorm already folded "
     "into them; 1001 outputs, the background class dropped."

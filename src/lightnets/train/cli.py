@@ -1,0 +1,233 @@
+"""``lightnets train`` (and ``python -m lightnets.train``, which torchrun starts).
+
+``add_train_parser(subparsers)`` adds the subcommand to the ``lightnets`` command;
+:func:`main` is the same command standing alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import TrainConfig
+from .recipes import RECIPES
+
+DESCRIPTION = """\
+Train a lightnets model from scratch, fine-tune it from pretrained weights (--weights), or
+distil a teacher into it (--teacher). DIR (--out) receives config.json, checkpoint.pt
+(every --checkpoint-every steps and every epoch), metrics.jsonl / metrics.csv, curves.png,
+summary.json and the final weights (model.safetensors, model_ema.safetensors with an EMA).
+--resume continues the run in DIR, even after a kill, and ends as the uninterrupted run.
+
+DATA is a folder of class folders, a folder with train/ and val/ (or test/) class folders
+(e.g. Imagenette), a CIFAR-10 JPEG .tar.gz, or a folder of CIFAR-10 python batches.
+Unreadable images are skipped with one warning each.
+
+Several processes or machines: torchrun --nproc_per_node=N -m lightnets.train ... (NCCL on
+GPUs, gloo on CPUs); --batch-size is the global batch, and the run computes what one
+process with that batch computes (BatchNorm statistics synchronised; --no-sync-bn for
+per-process statistics).
+"""
+
+EPILOG = """\
+examples:
+  lightnets train --model mobilenet_v2 --width 0.5 --data imagenette/ --epochs 30 --resolution 128 --out runs/mnv2
+  lightnets train --out runs/mnv2 --resume
+  lightnets train --model mobilenet_v2 --weights mobilenet_v2_100_224.tflite_uint8 --freeze-bn \\
+      --data CIFAR-10-images.tar.gz --resolution 96 --epochs 2 --recipe sgd --lr 0.01 --out runs/ft
+  lightnets train --model mobilenet_v2 --width 0.35 --teacher runs/ft --teacher-cache cache/ \\
+      --data imagenette/ --resolution 128 --epochs 10 --out runs/student
+  torchrun --nproc_per_node=2 -m lightnets.train --model mobilenet_v2 --data imagenette/ --out runs/ddp
+"""
+
+MODEL_OPTIONS = ("width", "groups", "scale", "expansion", "dropout", "variant", "bypass")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``lightnets train``. Defaults are None, so explicit ones are known."""
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", help="a registered model (lightnets list); required unless --resume")
+    g.add_argument("--width", type=float, help="width multiplier alpha (MobileNets)")
+    g.add_argument("--groups", type=int, help="ShuffleNet group count g")
+    g.add_argument("--scale", type=float, help="ShuffleNet scale factor s")
+    g.add_argument("--expansion", type=float, help="MobileNetV2 expansion factor t")
+    g.add_argument("--dropout", type=float, help="dropout before the classifier")
+    g.add_argument("--variant", help="MobileNet v1: separable, full or shallow")
+    g.add_argument("--bypass", choices=("simple", "complex"), help="SqueezeNet bypass")
+    g.add_argument(
+        "--model-arg", action="append", metavar="KEY=VALUE", help="any other builder argument (JSON value)"
+    )
+    g.add_argument("--data", metavar="DATA", help="training data (see above); required unless --resume")
+    g.add_argument("--val-data", metavar="DATA", help="validation data (default: DATA's val/ or test/ split)")
+    g.add_argument(
+        "--limit-per-class", type=int, metavar="N", help="train on the first N images of each class"
+    )
+    g.add_argument(
+        "--val-limit-per-class", type=int, metavar="N", help="validate on the first N of each class"
+    )
+    g.add_argument("--resolution", type=int, help="input side in pixels (default 224)")
+    g.add_argument("--out", required=True, metavar="DIR", help="the run folder")
+    g.add_argument("--resume", action="store_true", help="continue the run in DIR")
+
+    g = p.add_argument_group("schedule and optimiser")
+    g.add_argument("--epochs", type=int, help="default 10")
+    g.add_argument("--batch-size", type=int, help="global batch (default 64)")
+    g.add_argument(
+        "--recipe",
+        choices=RECIPES,
+        help="paper: RMSprop, lr 0.045 x 0.98/epoch, wd 4e-5; sgd/adamw: warm-up + cosine, "
+        "label smoothing 0.1, EMA (default sgd)",
+    )
+    g.add_argument("--optimizer", choices=("rmsprop", "sgd", "adamw"), help="override the recipe's")
+    g.add_argument("--lr", type=float, help="peak learning rate (sgd recipe: 0.1 x batch / 256)")
+    g.add_argument("--momentum", type=float)
+    g.add_argument("--weight-decay", type=float, help="none on depthwise filters, BatchNorm and biases")
+    g.add_argument("--schedule", choices=("cosine", "exponential", "constant"))
+    g.add_argument("--warmup-epochs", type=float)
+    g.add_argument("--lr-decay", type=float, help="per-epoch factor of the exponential schedule (0.98)")
+    g.add_argument("--label-smoothing", type=float)
+    g.add_argument("--ema-decay", type=float, help="EMA of the weights; 0 turns it off")
+    g.add_argument("--clip-grad", type=float, metavar="NORM", help="clip the gradient norm")
+
+    g = p.add_argument_group("augmentation")
+    g.add_argument("--crop-scale", type=float, help="smallest random crop, as a fraction of the area (0.08)")
+    g.add_argument("--hflip", type=float, help="probability of a left-right flip (0.5)")
+    g.add_argument("--color-jitter", type=float, help="brightness/contrast/saturation strength (0: off)")
+    g.add_argument("--views", type=int, help="K fixed augmentations cycled over epochs (0: new each epoch)")
+
+    g = p.add_argument_group("fine-tuning")
+    g.add_argument("--weights", help="start from a weights tag or file; the classifier is replaced")
+    g.add_argument("--freeze-backbone", action="store_true", default=None, help="train only the head")
+    g.add_argument("--backbone-lr-scale", type=float, help="backbone learning rate x this (e.g. 0.1)")
+    g.add_argument(
+        "--freeze-bn",
+        action="store_true",
+        default=None,
+        help="keep BatchNorm statistics as loaded (small batches; TFLite weights with BN folded)",
+    )
+
+    g = p.add_argument_group("distillation")
+    g.add_argument(
+        "--teacher", help="a run folder, weights file, checkpoint, or model name (with --teacher-weights)"
+    )
+    g.add_argument("--teacher-weights", help="weights tag or file for a teacher given by model name")
+    g.add_argument("--distill-alpha", type=float, help="weight of the teacher term (0.9)")
+    g.add_argument("--distill-temperature", type=float, help="softening temperature T (4)")
+    g.add_argument("--teacher-cache", metavar="DIR", help="cache teacher logits here")
+
+    g = p.add_argument_group("execution")
+    g.add_argument("--seed", type=int, help="default 0; the same seed gives the same run")
+    g.add_argument("--workers", type=int, help="image-loading processes (default 0)")
+    g.add_argument("--threads", type=int, help="PyTorch threads of each process")
+    g.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
+    g.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory format")
+    g.add_argument(
+        "--amp", choices=("auto", "off", "bf16", "fp16"), help="mixed precision (auto: fp16 on CUDA)"
+    )
+    g.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        help="parameter precision (float64: numerical checks, e.g. DDP against one process)",
+    )
+    g.add_argument(
+        "--no-sync-bn",
+        dest="sync_bn",
+        action="store_false",
+        default=None,
+        help="distributed: per-process BatchNorm statistics (faster; differs from one process)",
+    )
+    g.add_argument("--checkpoint-every", type=int, metavar="STEPS", help="also checkpoint every N steps")
+    g.add_argument("--log-every", type=int, metavar="STEPS", help="steps between metric records (10)")
+    g.add_argument(
+        "--no-progress", dest="progress", action="store_false", default=None, help="no progress bars"
+    )
+    g.add_argument("--format", choices=("text", "json"), default="text", help="how to print the result")
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
+    """The run the options describe, and whether it resumes one."""
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    model_kwargs: dict[str, Any] = {name: given.pop(name) for name in MODEL_OPTIONS if name in given}
+    for item in given.pop("model_arg", []):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--model-arg takes KEY=VALUE, got {item!r}")
+        try:
+            model_kwargs[key] = json.loads(value)
+        except json.JSONDecodeError:
+            model_kwargs[key] = value
+    resume = given.pop("resume", False)
+    for key in ("command", "func", "format"):
+        given.pop(key, None)
+    if model_kwargs:
+        given["model_kwargs"] = model_kwargs
+    if resume:
+        saved = TrainConfig.load(given["out"])
+        return saved.resume_with(given), True
+    missing = [f"--{name}" for name in ("model", "data") if name not in given]
+    if missing:
+        raise ValueError(f"{' and '.join(missing)} needed (or --resume to continue a run)")
+    return TrainConfig(**given), False
+
+
+def _one_line_warnings(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .trainer import result_dict, train
+
+    config, resume = config_from_args(args)
+    # One line per warning (a skipped image names itself); no source lines under it.
+    warnings.formatwarning = _one_line_warnings  # type: ignore[assignment]
+    result = train(config, resume=resume)
+    if result.weights is None:  # not rank 0 of a distributed run: rank 0 reports
+        return 0
+    if args.format == "json":
+        print(json.dumps(result_dict(result), indent=2))
+        return 0
+    parts = [f"{result.epochs} epochs, {result.steps} steps in {result.wall_time:.0f} s"]
+    if result.train_loss is not None:
+        parts.append(f"train loss {result.train_loss:.4f}")
+    if result.val_top1 is not None:
+        parts.append(f"val top-1 {result.val_top1:.2f}%")
+    if result.val_top1_ema is not None:
+        parts.append(f"EMA top-1 {result.val_top1_ema:.2f}%")
+    print(", ".join(parts))
+    print(f"weights: {result.weights} (run folder {Path(result.out)})")
+    return 0
+
+
+def add_train_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``train`` to the ``lightnets`` subcommands."""
+    p = subparsers.add_parser(
+        "train",
+        help="train, fine-tune or distil a model (one process or torchrun)",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(p)
+    p.set_defaults(func=cmd_train)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m lightnets.train",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return cmd_train(args)
+    except ValueError as error:
+        print(f"lightnets train: error: {error}", file=sys.stderr)
+        return 2

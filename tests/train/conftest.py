@@ -1,0 +1,45 @@
+"""Fixtures of the training tests: tiny real image sets cut from the shared Imagenette."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+IMAGENETTE = SHARED / "data" / "imagenette2-224-subset"
+CIFAR_JPEG = SHARED / "data" / "cifar10-jpg" / "CIFAR-10-images.tar.gz"
+
+
+@pytest.fixture
+def imagenette() -> Path:
+    if not (IMAGENETTE / "train").is_dir():
+        pytest.skip(f"no Imagenette subset at {IMAGENETTE}")
+    return IMAGENETTE
+
+
+@pytest.fixture
+def tiny_imagenette(imagenette, tmp_path):
+    """``make(classes, train_per_class, val_per_class)``: a train/ + val/ copy of real images."""
+
+    def make(classes: int = 2, train: int = 8, val: int = 2) -> Path:
+        root = tmp_path / f"imagenette_{classes}_{train}_{val}"
+        for split, count in (("train", train), ("val", val)):
+            for folder in sorted((imagenette / split).iterdir())[:classes]:
+                target = root / split / folder.name
+                target.mkdir(parents=True, exist_ok=True)
+                for image in sorted(folder.iterdir())[:count]:
+                    shutil.copy(image, target / image.name)
+        return root
+
+    return make
+
+
+@pytest.fixture
+def one_thread():
+    """Training in the test process with one thread (fast on a shared machine, and
+    bit-reproducible against subprocesses run with --threads 1)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
