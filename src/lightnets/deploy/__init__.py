@@ -1,0 +1,37 @@
+"""Deployment: BatchNorm folding and fusion, ONNX export and runtime, int8 quantisation.
+
+model = lightnets.create_model("mobilenet_v2", weights="mobilenet_v2_100_224.tflite_uint8")
+fast = deploy(model)                                   # folded, fused, inference only
+export_onnx(model, "mnv2.onnx")                        # opset 18, dynamic batch, metadata
+runtime = Runtime("mnv2.onnx", threads=1)              # same preprocessing as PyTorch
+quantize_onnx("mnv2.onnx", "mnv2_int8.onnx", "imagenette/train")   # int8 QDQ
+int8 = quantize_pytorch(model, "imagenette/train")     # int8, PyTorch x86 kernels
+"""
+
+from .calibration import calibration_batches, calibration_files, prepare_images
+from .export import OnnxMetadata, export_onnx, read_metadata
+from .fold import FusedConvAct, deploy, fold_batchnorm, fuse_conv_bn_act, is_deployed
+from .quantize import grid_scales, quantization_info, quantize_onnx, quantize_pytorch, top1_agreement
+from .runtime import Runtime, open_runtime, session_options
+
+__all__ = [
+    "FusedConvAct",
+    "OnnxMetadata",
+    "Runtime",
+    "calibration_batches",
+    "calibration_files",
+    "deploy",
+    "export_onnx",
+    "fold_batchnorm",
+    "fuse_conv_bn_act",
+    "grid_scales",
+    "is_deployed",
+    "open_runtime",
+    "prepare_images",
+    "quantization_info",
+    "quantize_onnx",
+    "quantize_pytorch",
+    "read_metadata",
+    "session_options",
+    "top1_agreement",
+]

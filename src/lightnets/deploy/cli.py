@@ -1,0 +1,195 @@
+"""Command-line pieces of the deploy stage, for ``lightnets.cli`` to wire in.
+
+* :func:`add_export_parser` adds ``lightnets export [MODEL] --weights W -o model.onnx``
+  (fp32, or int8 QDQ with ``--int8 --calibration DIR``).
+* :func:`add_backend_options` adds ``--backend {pytorch,onnxruntime}`` and ``--threads``
+  to a command such as ``predict``; :func:`model_for_backend` then gives the object to
+  classify with: the PyTorch model, or a :class:`~lightnets.deploy.Runtime` (for an
+  ``.onnx`` file, or for weights exported on the fly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .calibration import DEFAULT_CALIBRATION_IMAGES
+from .export import DEFAULT_OPSET, export_onnx
+from .quantize import CALIBRATION_METHODS, quantize_onnx
+from .runtime import Runtime, open_runtime
+
+__all__ = ["BACKENDS", "add_backend_options", "add_export_parser", "cmd_export", "model_for_backend"]
+
+BACKENDS = ("pytorch", "onnxruntime")
+
+_ARCHITECTURE = ("width", "groups", "scale", "variant", "expansion", "bypass", "num_classes")
+
+
+def _architecture(args: argparse.Namespace) -> dict[str, Any]:
+    kwargs = {name: getattr(args, name) for name in _ARCHITECTURE if getattr(args, name, None) is not None}
+    if getattr(args, "no_shuffle", False):
+        kwargs["shuffle"] = False
+    return kwargs
+
+
+def _model(args: argparse.Namespace) -> nn.Module:
+    from ..models import create_model
+    from ..weights.load import model_name_of_weights
+
+    if args.model is None and args.weights is None:
+        raise ValueError("give a MODEL, --weights, or both")
+    name = args.model or model_name_of_weights(args.weights)
+    return create_model(name, weights=args.weights, weights_root=args.weights_root, **_architecture(args))
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``lightnets export``: write the ONNX file, then verify it on images if asked."""
+    output = Path(args.output)
+    if output.suffix != ".onnx":
+        raise ValueError(f"{output}: the output must end in .onnx")
+    if args.int8 and not args.calibration:
+        raise ValueError("--int8 needs --calibration DIR, a folder of real images")
+    model = _model(args).eval()
+    with tempfile.TemporaryDirectory() as folder:
+        fp32 = Path(folder) / "fp32.onnx" if args.int8 else output
+        export_onnx(model, fp32, input_size=args.input_size, opset=args.opset, fold=not args.no_fold)
+        if args.int8:
+            quantize_onnx(
+                fp32,
+                output,
+                args.calibration,
+                num_images=args.calibration_images,
+                method=args.method,
+                reduce_range=args.reduce_range,
+            )
+    runtime = Runtime(output)
+    print(
+        f"written {output} ({output.stat().st_size / 1e6:.2f} MB): {runtime.model_name}, "
+        f"input {'x'.join(map(str, runtime.input_size))}, {runtime.precision}, "
+        f"{runtime.num_classes} classes; onnx.checker passed"
+    )
+    if args.verify:
+        _verify(model, runtime, args.verify, args.verify_images)
+    return 0
+
+
+def _verify(model: nn.Module, runtime: Runtime, folder: str, count: int) -> None:
+    import torch
+
+    from .calibration import calibration_files, prepare_images
+    from .quantize import top1_agreement
+
+    images = prepare_images(calibration_files(folder, count), runtime.transform)
+    with torch.no_grad():
+        reference = torch.cat([model(batch) for batch in images.split(32)])
+    logits = torch.cat([runtime(batch) for batch in images.split(32)])
+    diff = float((reference - logits).abs().max())
+    agreement = top1_agreement(reference, logits)
+    print(
+        f"against PyTorch on {len(images)} images from {folder}: max |logit diff| {diff:.3g}, "
+        f"top-1 agreement {agreement:.1%}"
+    )
+
+
+def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``export`` subcommand to a ``add_subparsers()`` object; returns its parser."""
+    p = subparsers.add_parser(
+        "export",
+        help="export a model to ONNX (fp32, or int8 calibrated on real images)",
+        description="Export a model (random weights, or --weights) to an ONNX file: BatchNorm "
+        "folded, dynamic batch, checked with onnx.checker, with the model name, input size, "
+        "mean/std and class names in its metadata. With --int8, post-training static int8 "
+        "quantisation (QDQ, per-channel weights) calibrated on a folder of real images.",
+        epilog="examples:\n"
+        "  lightnets export --weights mobilenet_v2_100_224.tflite_uint8 -o mobilenet_v2.onnx\n"
+        "  lightnets export shufflenet_v1 --groups 8 --input-size 160 -o shufflenet.onnx\n"
+        "  lightnets export --weights squeezenet1_1.gluon_npy -o sq_int8.onnx --int8 "
+        "--calibration imagenette/train --verify imagenet-sample/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", nargs="?", help="a registered name (optional when --weights says)")
+    p.add_argument("--weights", help="a weights tag or file (default: random initialisation)")
+    p.add_argument(
+        "--weights-root", metavar="DIR", help="folder of original weight files ($LIGHTNETS_WEIGHTS)"
+    )
+    p.add_argument("-o", "--output", required=True, metavar="FILE.onnx")
+    p.add_argument("--input-size", type=int, help="input side in pixels (default: the weights' crop, or 224)")
+    p.add_argument(
+        "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, 17 or newer ({DEFAULT_OPSET})"
+    )
+    p.add_argument("--no-fold", action="store_true", help="do not fold BatchNorm before exporting")
+    p.add_argument("--width", type=float, help="width multiplier alpha (MobileNets)")
+    p.add_argument("--groups", type=int, help="ShuffleNet group count g")
+    p.add_argument("--scale", type=float, help="ShuffleNet scale factor s")
+    p.add_argument("--no-shuffle", action="store_true", help="ShuffleNet without channel shuffle")
+    p.add_argument("--variant", help="MobileNet v1: separable, full or shallow")
+    p.add_argument("--expansion", type=float, help="MobileNetV2 expansion factor t")
+    p.add_argument("--bypass", choices=("simple", "complex"), help="SqueezeNet bypass")
+    p.add_argument("--num-classes", type=int, dest="num_classes", help="classes of the classifier")
+    q = p.add_argument_group("int8")
+    q.add_argument("--int8", action="store_true", help="quantise to int8 (QDQ, per-channel weights)")
+    q.add_argument("--calibration", metavar="DIR", help="folder of real images to calibrate on")
+    q.add_argument(
+        "--calibration-images",
+        type=int,
+        default=DEFAULT_CALIBRATION_IMAGES,
+        metavar="N",
+        help=f"images taken evenly from the folder ({DEFAULT_CALIBRATION_IMAGES})",
+    )
+    q.add_argument("--method", choices=CALIBRATION_METHODS, default="minmax", help="activation ranges")
+    q.add_argument("--reduce-range", action="store_true", help="7-bit weights (CPUs without VNNI)")
+    v = p.add_argument_group("verification")
+    v.add_argument("--verify", metavar="DIR", help="compare with PyTorch on images from this folder")
+    v.add_argument("--verify-images", type=int, default=64, metavar="N", help="images to compare on (64)")
+    p.set_defaults(func=cmd_export)
+    return p
+
+
+def add_backend_options(parser: argparse.ArgumentParser) -> None:
+    """``--backend`` and ``--threads`` for a command that runs a model (e.g. ``predict``)."""
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="pytorch (default), or onnxruntime: run an .onnx file given as --weights, or the "
+        "weights exported to ONNX (cached for weight tags); an .onnx file implies onnxruntime",
+    )
+    parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores)")
+
+
+def model_for_backend(
+    args: argparse.Namespace, load_pytorch: Callable[[argparse.Namespace], nn.Module]
+) -> nn.Module | Runtime:
+    """What ``args`` ask to classify with: ``load_pytorch(args)`` or a :class:`Runtime`.
+
+    Reads ``args.weights``, ``args.model``, ``args.weights_root``, ``args.backend`` and
+    ``args.threads`` (the last two optional). A Runtime works wherever
+    :func:`lightnets.predict` and :func:`lightnets.evaluate` take a model.
+    """
+    backend = getattr(args, "backend", None)
+    weights = getattr(args, "weights", None)
+    is_onnx = weights is not None and str(weights).endswith(".onnx")
+    if backend is None:
+        backend = "onnxruntime" if is_onnx else "pytorch"
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    if backend == "pytorch":
+        if is_onnx:
+            raise ValueError(f"{weights} is an ONNX file: run it with --backend onnxruntime")
+        return load_pytorch(args)
+    if weights is None:
+        raise ValueError("--backend onnxruntime needs --weights (an .onnx file or weights to export)")
+    if not is_onnx:
+        print(f"exporting {weights} to ONNX (kept in the cache for weight tags) ...", file=sys.stderr)
+    return open_runtime(
+        weights,
+        model=getattr(args, "model", None),
+        weights_root=getattr(args, "weights_root", None),
+        threads=getattr(args, "threads", None),
+    )

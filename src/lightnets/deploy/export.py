@@ -1,0 +1,235 @@
+"""ONNX export: BatchNorm folded, dynamic batch, checked, with the metadata to use it.
+
+The graph is made by PyTorch's ``torch.export``-based exporter (``torch.onnx.export(...,
+dynamo=True)``), whose optimiser leaves plain ONNX operators: ``Conv`` (TF "SAME"
+padding merged into its ``pads``), ``Clip``/``Relu``, ``Add``, ``Concat``, pools, ``Gemm``
+and, for ShuffleNet's channel shuffle, ``Reshape``-``Transpose``-``Reshape`` whose batch
+entry stays symbolic. The file then passes ``onnx.checker`` (full check, with shape
+inference) and carries, in ``metadata_props``, everything a runtime needs to feed it: the
+model name and arguments, input size, evaluation transform (resize, crop, mean/std in
+0..255 pixel units, channel order) and class names. :func:`read_metadata` reads them back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..classify import labels_of, transform_of
+from ..data.transforms import EvalTransform
+from .fold import fold_batchnorm
+
+__all__ = [
+    "DEFAULT_OPSET",
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "OnnxMetadata",
+    "export_onnx",
+    "onnx_metadata",
+    "read_metadata",
+    "write_metadata",
+]
+
+DEFAULT_OPSET = 18
+MIN_OPSET = 17
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+PREFIX = "lightnets."
+
+
+@dataclass
+class OnnxMetadata:
+    """What a lightnets ONNX file says about itself (all optional for foreign files)."""
+
+    model_name: str | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    input_size: tuple[int, int, int] | None = None  # (C, H, W)
+    transform: EvalTransform | None = None
+    class_names: list[str] = field(default_factory=list)
+    categories: str = ""
+    weights: str | None = None
+    precision: str = "fp32"  # or "int8" (QDQ)
+    extra: dict[str, str] = field(default_factory=dict)  # every other key, as stored
+
+    def to_props(self) -> dict[str, str]:
+        """The ``metadata_props`` entries (string to string) for this metadata."""
+        props = {
+            f"{PREFIX}model": self.model_name or "",
+            f"{PREFIX}model_kwargs": json.dumps(self.model_kwargs, sort_keys=True),
+            f"{PREFIX}precision": self.precision,
+            f"{PREFIX}class_names": json.dumps(self.class_names),
+            f"{PREFIX}categories": self.categories,
+        }
+        if self.input_size is not None:
+            props[f"{PREFIX}input_size"] = json.dumps(list(self.input_size))
+        if self.transform is not None:
+            props[f"{PREFIX}transform"] = json.dumps(self.transform.to_dict(), sort_keys=True)
+            # The same numbers under plain keys, for readers that know nothing of lightnets.
+            props[f"{PREFIX}mean"] = json.dumps(list(self.transform.mean))
+            props[f"{PREFIX}std"] = json.dumps(list(self.transform.std))
+            props[f"{PREFIX}channel_order"] = self.transform.channel_order
+        if self.weights:
+            props[f"{PREFIX}weights"] = self.weights
+        props.update(self.extra)
+        return props
+
+    @classmethod
+    def from_props(cls, props: dict[str, str]) -> OnnxMetadata:
+        """Parse ``metadata_props`` (as a dict); keys it does not know go to ``extra``."""
+        props = dict(props)
+
+        def take(key: str) -> str | None:
+            return props.pop(PREFIX + key, None)
+
+        meta = cls()
+        meta.model_name = take("model") or None
+        if (text := take("model_kwargs")) is not None:
+            meta.model_kwargs = json.loads(text)
+        if (text := take("input_size")) is not None:
+            meta.input_size = tuple(int(v) for v in json.loads(text))  # type: ignore[assignment]
+        if (text := take("transform")) is not None:
+            meta.transform = EvalTransform.from_dict(json.loads(text))
+        if (text := take("class_names")) is not None:
+            meta.class_names = list(json.loads(text))
+        meta.categories = take("categories") or ""
+        meta.weights = take("weights")
+        meta.precision = take("precision") or "fp32"
+        for key in ("mean", "std", "channel_order"):  # derived from the transform
+            take(key)
+        meta.extra = props
+        return meta
+
+
+def onnx_metadata(
+    model: nn.Module,
+    input_size: tuple[int, int, int],
+    transform: EvalTransform | None = None,
+    class_names: Sequence[str] | None = None,
+) -> OnnxMetadata:
+    """The metadata of ``model``'s export: name, arguments, input size, transform, classes."""
+    config = getattr(model, "pretrained_cfg", None)
+    kwargs = getattr(model, "model_kwargs", {}) or {}
+    return OnnxMetadata(
+        model_name=getattr(model, "model_name", None) or type(model).__name__,
+        model_kwargs=json.loads(json.dumps(kwargs, default=str)),
+        input_size=input_size,
+        transform=transform or transform_of(model),
+        class_names=list(class_names) if class_names is not None else _class_names(model),
+        categories=config.categories if config is not None and isinstance(config.categories, str) else "",
+        weights=str(config.source) if config is not None else None,
+    )
+
+
+def _class_names(model: nn.Module) -> list[str]:
+    try:
+        return labels_of(model)
+    except AttributeError:  # not a lightnets classifier: no num_classes
+        return []
+
+
+def write_metadata(proto: Any, metadata: OnnxMetadata | dict[str, str]) -> None:
+    """Store ``metadata`` in the ``metadata_props`` of an ``onnx.ModelProto`` (replacing keys)."""
+    props = metadata.to_props() if isinstance(metadata, OnnxMetadata) else dict(metadata)
+    kept = [p for p in proto.metadata_props if p.key not in props]
+    del proto.metadata_props[:]
+    for p in kept:
+        proto.metadata_props.add(key=p.key, value=p.value)
+    for key, value in props.items():
+        proto.metadata_props.add(key=key, value=value)
+
+
+def read_metadata(source: str | Path | Any) -> OnnxMetadata:
+    """The lightnets metadata of an ONNX file (a path or an ``onnx.ModelProto``)."""
+    import onnx
+
+    proto = source
+    if isinstance(source, str | Path):
+        proto = onnx.load(str(source), load_external_data=False)
+    return OnnxMetadata.from_props({p.key: p.value for p in proto.metadata_props})
+
+
+def _input_shape(model: nn.Module, input_size: int | Sequence[int] | None, transform: EvalTransform):
+    """(C, H, W) from an int side, an (H, W) or (C, H, W) size, or the transform."""
+    channels = int((getattr(model, "model_kwargs", None) or {}).get("in_channels", 3))
+    if input_size is None:
+        return channels, transform.size, transform.size
+    if isinstance(input_size, int):
+        return channels, input_size, input_size
+    size = tuple(int(v) for v in input_size)
+    if len(size) == 2:
+        return (channels, *size)
+    if len(size) == 3:
+        return size
+    raise ValueError(f"input_size must be a side, (H, W) or (C, H, W); got {input_size!r}")
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    input_size: int | Sequence[int] | None = None,
+    opset: int = DEFAULT_OPSET,
+    fold: bool = True,
+    dynamic_batch: bool = True,
+    transform: EvalTransform | None = None,
+    class_names: Sequence[str] | None = None,
+    check: bool = True,
+) -> Path:
+    """Export ``model`` to an ONNX file at ``path`` and return the path.
+
+    ``input_size`` is the side (or (H, W), or (C, H, W)) of the input; by default the
+    crop size of the model's weights (``pretrained_cfg.transform.size``) or 224. The
+    batch dimension is symbolic (``batch``) unless ``dynamic_batch=False``. BatchNorm is
+    folded first (``fold=False`` keeps it as the exporter's choice). The input is named
+    ``input`` and the output ``logits``. The metadata (see :class:`OnnxMetadata`) comes
+    from the model's weights (``transform``, ``class_names`` override it). ``check``
+    runs ``onnx.checker`` with full shape inference, raising on any error.
+    """
+    import onnx
+
+    if opset < MIN_OPSET:
+        raise ValueError(f"opset {opset} is too old: lightnets exports opset {MIN_OPSET} or newer")
+    transform = transform or transform_of(model)
+    shape = _input_shape(model, input_size, transform)
+    if transform.size != shape[1]:
+        # Another input size than the weights': crop that size, resizing in proportion.
+        resize = max(shape[1], round(transform.resize * shape[1] / transform.size))
+        transform = dataclasses.replace(transform, size=shape[1], resize=resize)
+    metadata = onnx_metadata(model, shape, transform, class_names)
+    export_model = fold_batchnorm(model) if fold else model
+    export_model.eval()
+    # Batch 2 in the example: torch.export specialises a dimension whose example is 1.
+    example = torch.randn(2 if dynamic_batch else 1, *shape)
+    dynamic_shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")  # the exporter's deprecation notices are not the user's concern
+        program = torch.onnx.export(
+            export_model,
+            (example,),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=dynamic_shapes,
+            opset_version=opset,
+            optimize=True,
+            verbose=False,
+        )
+    proto = program.model_proto
+    proto.producer_name = "lightnets"
+    proto.doc_string = f"{metadata.model_name} exported by lightnets (fp32, BatchNorm folded: {fold})"
+    write_metadata(proto, metadata)
+    if check:
+        onnx.checker.check_model(proto, full_check=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(path))
+    return path
