@@ -82,7 +82,10 @@ def test_metadata_is_stored_and_read_back(exported, weights_root):
     assert meta.weights == "mobilenet_v2_100_224.tflite_uint8" and meta.precision == "fp32"
     assert meta.class_names == lightnets.classify.labels_of(model) and meta.class_names[1] == "goldfish"
     props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
-    assert props["lightnets.mean"] == "[128.0, 128.0, 128.0]" and props["lightnets.std"] == "[128.0, 128.0, 128.0]"
+    assert (
+        props["lightnets.mean"] == "[128.0, 128.0, 128.0]"
+        and props["lightnets.std"] == "[128.0, 128.0, 128.0]"
+    )
     runtime = Runtime(path)
     assert runtime.transform == transform and runtime.class_names == meta.class_names
     assert runtime.num_classes == 1000 and runtime.input_size == (3, 224, 224)

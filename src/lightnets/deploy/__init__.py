@@ -1,11 +1,15 @@
 """Deployment: BatchNorm folding and fusion, ONNX export and runtime, int8 quantisation.
 
-model = lightnets.create_model("mobilenet_v2", weights="mobilenet_v2_100_224.tflite_uint8")
-fast = deploy(model)                                   # folded, fused, inference only
-export_onnx(model, "mnv2.onnx")                        # opset 18, dynamic batch, metadata
-runtime = Runtime("mnv2.onnx", threads=1)              # same preprocessing as PyTorch
-quantize_onnx("mnv2.onnx", "mnv2_int8.onnx", "imagenette/train")   # int8 QDQ
-int8 = quantize_pytorch(model, "imagenette/train")     # int8, PyTorch x86 kernels
+Example::
+
+    model = lightnets.create_model("mobilenet_v2", weights="mobilenet_v2_100_224.tflite_uint8")
+    fast = deploy(model)                        # BN folded, Conv-BN-act fused, inference only
+    export_onnx(model, "mnv2.onnx")             # opset 18, dynamic batch, checked, metadata
+    runtime = Runtime("mnv2.onnx", threads=1)   # ONNX Runtime, the PyTorch path's preprocessing
+    quantize_onnx("mnv2.onnx", "mnv2_int8.onnx", "imagenette/train")  # int8 QDQ, real images
+    int8 = quantize_pytorch(model, "imagenette/train")  # int8 on PyTorch's x86 kernels
+
+The memory-efficient executor for inverted residuals is in :mod:`.memory_efficient`.
 """
 
 from .calibration import calibration_batches, calibration_files, prepare_images
