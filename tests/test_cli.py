@@ -85,3 +85,17 @@ def test_report_writes_markdown_and_plot(capsys, tmp_path):
     assert "Table 2" in out and "Table 3" in out
     assert (tmp_path / "paper_tables.md").read_text().startswith("## Multiply-adds and parameters")
     assert (tmp_path / "accuracy_vs_madds.png").stat().st_size > 10_000
+
+
+def test_export_then_predict_and_eval_on_onnxruntime(capsys, tmp_path, imagenet_sample, weights_root):
+    onnx_file = tmp_path / "squeezenet.onnx"
+    assert main(["export", "--weights", "squeezenet1_1.gluon_npy", "-o", str(onnx_file)]) == 0
+    goldfish = str(imagenet_sample / "images" / "n01443537_goldfish.JPEG")
+    capsys.readouterr()
+    assert main(["predict", goldfish, "--weights", str(onnx_file), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["names"][0] == "goldfish"
+    argv = ["eval", "--data", str(imagenet_sample), "--weights", str(onnx_file), "--limit", "20"]
+    assert main([*argv, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 20
+    assert main([*argv, "--backend", "pytorch"]) == 2
+    assert "ONNX file: run it with --backend onnxruntime" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from torch import nn
 from . import papers
 from .classify import evaluate, labels_of, predict
 from .cost import profile
+from .deploy.cli import add_backend_options, add_export_parser, model_for_backend
 from .models import create_model, get_entry, list_models
 from .render import FORMATS, render
 from .weights import convert, get_weights, list_weights
@@ -35,6 +36,9 @@ examples:
   lightnets predict photo.jpg --weights mobilenet_v2_100_224.tflite_uint8
   lightnets eval --data imagenet-sample/ --weights squeezenet1_1.gluon_npy --format json
   lightnets convert --weights mobilenet_v1_050_160.tflite_uint8 -o mnv1_050.safetensors
+  lightnets export --weights mobilenet_v2_100_224.tflite_uint8 -o mnv2.onnx
+  lightnets predict photo.jpg --weights mnv2.onnx            # ONNX Runtime
+  lightnets train --model mobilenet_v2 --data imagenette/ --resolution 128 --out runs/mnv2
 
 Original weight files are found under --weights-root or $LIGHTNETS_WEIGHTS, in the cache
 ($LIGHTNETS_CACHE, default ~/.cache/lightnets), or downloaded and checked against their sha256.
@@ -269,7 +273,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    model = model_with_weights(args)
+    model = model_for_backend(args, model_with_weights)
     predictions, skipped = predict(model, args.inputs, args.topk)
     for message in skipped:
         print(message, file=sys.stderr)
@@ -284,7 +288,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    model = model_with_weights(args)
+    model = model_for_backend(args, model_with_weights)
     result = evaluate(model, args.data, batch_size=args.batch_size, limit=args.limit, workers=args.workers)
     for path in result.skipped:
         print(f"skipped unreadable image {path}", file=sys.stderr)
@@ -398,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_weights_options(p)
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--format", choices=("table", "json"), default="table")
+    add_backend_options(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
@@ -413,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=0, help="image-loading processes")
     p.add_argument("--format", choices=("table", "json"), default="table")
+    add_backend_options(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
@@ -428,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .train.cli import add_train_parser
 
     add_train_parser(sub)
+    add_export_parser(sub)
     return parser
 
 
