@@ -13,7 +13,7 @@ from torch import nn
 from . import papers
 from .classify import evaluate, labels_of, predict
 from .cost import profile
-from .deploy.cli import add_backend_options, add_export_parser, model_for_backend
+from .deploy.cli import add_backend_options, add_bench_parser, add_export_parser, model_for_backend
 from .models import create_model, get_entry, list_models
 from .render import FORMATS, render
 from .weights import convert, get_weights, list_weights
@@ -39,6 +39,7 @@ examples:
   lightnets export --weights mobilenet_v2_100_224.tflite_uint8 -o mnv2.onnx
   lightnets predict photo.jpg --weights mnv2.onnx            # ONNX Runtime
   lightnets train --model mobilenet_v2 --data imagenette/ --resolution 128 --out runs/mnv2
+  lightnets bench mobilenet_v2_100 --threads 1 --out bench/
 
 Original weight files are found under --weights-root or $LIGHTNETS_WEIGHTS, in the cache
 ($LIGHTNETS_CACHE, default ~/.cache/lightnets), or downloaded and checked against their sha256.
@@ -435,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_parser(sub)
     add_export_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 

@@ -22,7 +22,7 @@ from lightnets.deploy import (
     read_metadata,
     top1_agreement,
 )
-from lightnets.deploy.quantize import GridPerChannelObserver, weight_grid_step
+from lightnets.deploy.quantize import GridPerChannelObserver, _convs_without_int8_kernel, weight_grid_step
 
 GLUON = "squeezenet1_1.gluon_npy"
 MNV2 = "mobilenet_v2_100_224.tflite_uint8"
@@ -174,3 +174,17 @@ def test_mobilenet_v2_int8_agrees_with_fp32_on_the_sample(
         torch_agreement = top1_agreement(reference, torch.cat([quantized(b) for b in images.split(50)]))
     print(json.dumps({"onnxruntime": onnx_agreement, "pytorch": torch_agreement}))
     assert onnx_agreement >= 0.97 and torch_agreement >= 0.97
+
+
+def test_convolutions_the_engine_cannot_pack_stay_in_float():
+    """oneDNN has no int8 kernel for ShuffleNet 1x g=3's 480 -> 240 grouped 1x1 convolutions."""
+    model = lightnets.create_model("shufflenet_v1", groups=3, num_classes=10).eval()
+    torch.backends.quantized.engine = "x86"
+    if not _convs_without_int8_kernel(model):
+        pytest.skip("this oneDNN build packs every convolution of the model")
+    images = torch.randn(4, 3, 96, 96)
+    with pytest.warns(UserWarning, match=r"no int8 kernel for 2 convolution\(s\) \(features\.14\.compress"):
+        quantized = quantize_pytorch(model, images, num_images=None, observer="minmax")
+    with torch.no_grad():
+        reference, out = model(images), quantized(images)
+    assert torch.corrcoef(torch.stack([reference.flatten(), out.flatten()]))[0, 1] > 0.95

@@ -6,6 +6,8 @@
   to a command such as ``predict``; :func:`model_for_backend` then gives the object to
   classify with: the PyTorch model, or a :class:`~lightnets.deploy.Runtime` (for an
   ``.onnx`` file, or for weights exported on the fly).
+* :func:`add_bench_parser` adds ``lightnets bench`` (latency, throughput, memory and the
+  GEMM floor; see :mod:`.bench`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,15 @@ from .export import DEFAULT_OPSET, export_onnx
 from .quantize import CALIBRATION_METHODS, quantize_onnx
 from .runtime import Runtime, open_runtime
 
-__all__ = ["BACKENDS", "add_backend_options", "add_export_parser", "cmd_export", "model_for_backend"]
+__all__ = [
+    "BACKENDS",
+    "add_backend_options",
+    "add_bench_parser",
+    "add_export_parser",
+    "cmd_bench",
+    "cmd_export",
+    "model_for_backend",
+]
 
 BACKENDS = ("pytorch", "onnxruntime")
 
@@ -193,3 +203,120 @@ def model_for_backend(
         weights_root=getattr(args, "weights_root", None),
         threads=getattr(args, "threads", None),
     )
+
+
+# The default sweep of `lightnets bench`: every family at two or three widths.
+DEFAULT_BENCH_MODELS = (
+    "mobilenet_v1_025",
+    "mobilenet_v1_050",
+    "mobilenet_v1_100",
+    "mobilenet_v2_035",
+    "mobilenet_v2_050",
+    "mobilenet_v2_100",
+    "squeezenet1_1",
+    "squeezenet1_0",
+    "shufflenet_v1_g3_050",
+    "shufflenet_v1_g3",
+)
+DEFAULT_BENCH_BACKENDS = ("eager", "folded", "ort_fp32")
+
+
+def _model_and_weights(item: str) -> tuple[str, str | None]:
+    """A bench item is a registered model name or a weights tag / file."""
+    from ..models import get_entry
+    from ..weights import get_weights
+    from ..weights.load import model_name_of_weights
+
+    try:
+        get_entry(item)
+        return item, None
+    except ValueError:
+        pass
+    try:
+        get_weights(item)
+    except ValueError:
+        if not Path(item).is_file():
+            raise ValueError(f"{item!r} is neither a registered model nor a weights tag or file") from None
+    return model_name_of_weights(item), item
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``lightnets bench``: time models under backends, write CSV, Markdown and a PNG."""
+    from .bench import all_threads, benchmark, gemm_rate, model_targets
+    from .bench_report import markdown_table, speedup_lines, write_report
+
+    backends = args.backends.split(",")
+    threads = sorted({all_threads() if t == "all" else int(t) for t in args.threads})
+    if any(t < 1 for t in threads):
+        raise ValueError("--threads takes positive counts or 'all'")
+    items = args.models or list(DEFAULT_BENCH_MODELS)
+    with tempfile.TemporaryDirectory(prefix="lightnets-bench-") as workdir:
+        targets = []
+        for item in items:
+            model, weights = _model_and_weights(item)
+            targets += model_targets(
+                model,
+                weights=weights,
+                backends=backends,
+                input_size=args.input_size,
+                calibration=args.calibration,
+                workdir=workdir,
+                label=item,
+            )
+        print(f"measuring the GEMM rate at {', '.join(map(str, threads))} thread(s) ...", file=sys.stderr)
+        rates = {n: gemm_rate(n) for n in threads}
+        measurements = benchmark(targets, threads, runs=args.runs, warmup=args.warmup, batch=args.batch)
+    print(markdown_table(measurements, rates))
+    for line in speedup_lines(measurements):
+        print(line)
+    if args.out:
+        command = "lightnets bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "lightnets bench"
+        for path in write_report(measurements, rates, args.out, command=command):
+            print(f"written {path}", file=sys.stderr)
+    return 0
+
+
+def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``bench`` subcommand to a ``add_subparsers()`` object; returns its parser."""
+    from .bench import BACKENDS, MIN_RUNS
+
+    p = subparsers.add_parser(
+        "bench",
+        help="latency, throughput and memory of models under several backends",
+        description="Time models on this CPU: latency at batch 1 (median and p90 over --runs "
+        "calls after --warmup), throughput at batch --batch, and peak resident memory, for "
+        "each backend and thread count, each measurement in a fresh process. Also measures "
+        "the machine's fp32 GEMM rate and gives each model its floor, MAdds / that rate, the "
+        "latency no backend can beat. Backends: "
+        + "; ".join(f"{name}: {text}" for name, text in BACKENDS.items())
+        + ".",
+        epilog="examples:\n"
+        "  lightnets bench                                   # the default sweep, all families\n"
+        "  lightnets bench mobilenet_v2_100 --threads 1 --backends eager,folded,ort_fp32\n"
+        "  lightnets bench mobilenet_v2_100_224.tflite_uint8 --backends ort_fp32,ort_int8 \\\n"
+        "      --calibration imagenette/train --out bench/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "models",
+        nargs="*",
+        metavar="MODEL_OR_WEIGHTS",
+        help="registered names (e.g. mobilenet_v2_050) or weights tags/files; default: "
+        + ", ".join(DEFAULT_BENCH_MODELS),
+    )
+    p.add_argument(
+        "--backends",
+        default=",".join(DEFAULT_BENCH_BACKENDS),
+        help=f"comma-separated, from {', '.join(BACKENDS)} (default: {','.join(DEFAULT_BENCH_BACKENDS)})",
+    )
+    p.add_argument(
+        "--threads", nargs="+", default=["1", "all"], help="thread counts, 'all' for every core (1 all)"
+    )
+    p.add_argument("--runs", type=int, default=MIN_RUNS, help=f"timed batch-1 calls, >= {MIN_RUNS}")
+    p.add_argument("--warmup", type=int, default=10, help="untimed calls first (10)")
+    p.add_argument("--batch", type=int, default=16, help="batch size of the throughput figure (16)")
+    p.add_argument("--input-size", type=int, help="input side (default: the weights' crop, or 224)")
+    p.add_argument("--calibration", metavar="DIR", help="real images for the int8 backends")
+    p.add_argument("--out", metavar="DIR", help="write bench.csv, bench.md and bench.png here")
+    p.set_defaults(func=cmd_bench)
+    return p

@@ -431,6 +431,33 @@ def _run_shape_ops_in_int8(quantized: torch.fx.GraphModule) -> int:
     return rewritten
 
 
+def _convs_without_int8_kernel(model: nn.Module) -> list[str]:
+    """Names of the convolutions the current quantised engine cannot pack in int8.
+
+    oneDNN, behind the x86 engine, refuses some grouped shapes (ShuffleNet v1 1x g=3's
+    480 -> 240 pointwise convolutions, for one), failing deep inside ``convert_fx``;
+    asking each shape first lets those layers stay in float instead.
+    """
+    names = []
+    for name, conv in model.named_modules():
+        if not isinstance(conv, nn.Conv2d):
+            continue
+        weight = torch.quantize_per_channel(
+            torch.zeros_like(conv.weight),
+            torch.ones(conv.out_channels),
+            torch.zeros(conv.out_channels, dtype=torch.long),
+            0,
+            torch.qint8,
+        )
+        try:
+            torch.ops.quantized.conv2d_prepack(
+                weight, None, list(conv.stride), list(conv.padding), list(conv.dilation), conv.groups
+            )
+        except RuntimeError:
+            names.append(name)
+    return names
+
+
 def quantize_pytorch(
     model: nn.Module,
     calibration: CalibrationSource,
@@ -493,6 +520,15 @@ def quantize_pytorch(
     observer_class = HistogramObserver if observer == "histogram" else MinMaxObserver
     activation = observer_class.with_args(reduce_range=reduce_range == "activations")
     mapping = get_default_qconfig_mapping(backend).set_global(QConfig(activation=activation, weight=weight))
+    unpackable = _convs_without_int8_kernel(float_model)
+    if unpackable:
+        warnings.warn(
+            f"the {backend} engine has no int8 kernel for {len(unpackable)} convolution(s) "
+            f"({', '.join(unpackable)}): they stay in float",
+            stacklevel=2,
+        )
+        for name in unpackable:
+            mapping.set_module_name(name, None)
     backend_config = _backend_config()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # FX quantisation's deprecation notices

@@ -1,0 +1,191 @@
+"""Deployment latency on this CPU: lightnets' backends against the peers, one run.
+
+    python benchmarks/deploy_latency.py [--runs 100] [--threads 1 2]
+
+For each case (MobileNetV2 1.0-224, MobileNet v1 1.0-224 and 0.75-192, SqueezeNet 1.1,
+ShuffleNet v1 g=3) every lightnets backend of ``lightnets bench`` (eager, channels-last,
+folded, ONNX Runtime fp32 and int8, PyTorch int8) is timed next to the peers that exist:
+
+* ONNX Runtime running the same architecture from torchvision (MobileNetV2, SqueezeNet
+  1.1) or timm (MobileNet v1), exported the standard way: ``torch.onnx.export(model,
+  (x,), path)`` on the model in eval mode, batch 1, nothing else;
+* the LiteRT interpreter (XNNPACK, same thread count) running the original quantised
+  TFLite files of the shared weights (MobileNetV2 uint8 and int8, MobileNet v1 0.75 uint8).
+
+torchvision and timm are the benchmark environment's (``scripts/setup --test``: installed
+with ``--no-deps`` so torch stays the CPU build, imported through tests/peers.py); the
+library never imports them. Every figure is measured in a fresh process, in this run;
+int8 models are calibrated on real Imagenette images. The lightnets models use PyTorch's
+symmetric padding (the torchvision/timm definitions); the TFLite files keep TensorFlow's.
+
+Writes results/deploy_latency.md, .csv and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from lightnets.deploy.bench import BACKENDS, Measurement, Target, benchmark, gemm_rate, model_targets  # noqa: E402
+from lightnets.deploy.bench_report import write_report  # noqa: E402
+from lightnets.weights.spec import get_weights  # noqa: E402
+from lightnets.weights.store import resolve  # noqa: E402
+from peers import import_timm, import_torchvision  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+RESULTS = ROOT / "benchmarks" / "results"
+CALIBRATION = SHARED / "data" / "imagenette2-224-subset" / "train"
+
+
+@dataclass
+class Case:
+    label: str
+    model: str
+    kwargs: dict
+    size: int
+    onnx_peer: tuple[str, str] | None = None  # (library, constructor)
+    tflite_peers: list[str] = field(default_factory=list)  # weights tags
+
+
+CASES = [
+    Case(
+        "MobileNetV2 1.0-224",
+        "mobilenet_v2",
+        {"width": 1.0},
+        224,
+        ("torchvision", "mobilenet_v2"),
+        ["mobilenet_v2_100_224.tflite_uint8", "mobilenet_v2_100_224.tflite_int8_ptq"],
+    ),
+    Case("MobileNet v1 1.0-224", "mobilenet_v1", {"width": 1.0}, 224, ("timm", "mobilenetv1_100")),
+    Case(
+        "MobileNet v1 0.75-192",
+        "mobilenet_v1",
+        {"width": 0.75},
+        192,
+        None,
+        ["mobilenet_v1_075_192.tflite_uint8"],
+    ),
+    Case("SqueezeNet 1.1", "squeezenet1_1", {}, 224, ("torchvision", "squeezenet1_1")),
+    Case("ShuffleNet v1 1x g=3", "shufflenet_v1", {"groups": 3}, 224),
+]
+
+
+def export_peer(library: str, constructor: str, size: int, path: Path) -> Path:
+    """The peer's model exported the standard way."""
+    if library == "torchvision":
+        model = getattr(import_torchvision(), constructor)()
+    else:
+        model = import_timm().create_model(constructor)
+    model.eval()
+    torch.onnx.export(model, (torch.randn(1, 3, size, size),), str(path))
+    return path
+
+
+def targets_of(case: Case, workdir: Path, backends: list[str]) -> list[Target]:
+    targets = model_targets(
+        case.model,
+        case.kwargs,
+        backends=backends,
+        input_size=case.size,
+        calibration=str(CALIBRATION),
+        workdir=workdir,
+        label=case.label,
+    )
+    madds = targets[0].madds
+    if case.onnx_peer:
+        library, constructor = case.onnx_peer
+        path = export_peer(library, constructor, case.size, workdir / f"{constructor}.peer.onnx")
+        targets.append(
+            Target(case.label, "onnx_file", madds, input_size=case.size, file=str(path), model=f"{library}")
+        )
+    for tag in case.tflite_peers:
+        (path,) = resolve(get_weights(tag))
+        targets.append(
+            Target(case.label, "tflite_file", madds, input_size=case.size, file=str(path), model=tag)
+        )
+    return targets
+
+
+def peer_name(target: Target) -> str:
+    if target.backend == "onnx_file":
+        return f"ORT fp32, {target.model} export"
+    if target.backend == "tflite_file":
+        return f"LiteRT {target.model.split('.')[-1]}"
+    return target.backend
+
+
+def ratio_lines(
+    case: Case, rows: list[Measurement], names: dict[int, str], rates: dict[int, float]
+) -> list[str]:
+    lines = []
+    for threads in sorted({m.threads for m in rows}):
+        by = {names[id(m)]: m.latency_ms for m in rows if m.threads == threads}
+        floor = rows[0].madds / rates[threads] * 1e3 if threads in rates else None
+        parts = []
+        peer = next((k for k in by if k.startswith("ORT fp32,")), None)
+        if peer:
+            parts.append(f"ort_fp32 / {peer} = **{by['ort_fp32'] / by[peer]:.2f}x**")
+            parts.append(f"folded / {peer} = {by['folded'] / by[peer]:.2f}x")
+            if "ort_int8" in by:
+                parts.append(f"speed-up of ort_int8 over {peer} = **{by[peer] / by['ort_int8']:.2f}x**")
+        if floor:
+            parts.append(f"ort_fp32 / floor = **{by['ort_fp32'] / floor:.2f}x** (floor {floor:.2f} ms)")
+        for name in by:
+            if name.startswith("LiteRT") and "ort_int8" in by:
+                parts.append(f"ort_int8 / {name} = **{by['ort_int8'] / by[name]:.2f}x**")
+        lines.append(f"- {case.label}, {threads} thread(s): " + "; ".join(parts))
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--cases", nargs="*", help="case labels to run (default: all)")
+    args = parser.parse_args()
+    os.environ.setdefault("LIGHTNETS_WEIGHTS", str(SHARED / "weights"))
+    backends = list(BACKENDS)
+
+    rates = {n: gemm_rate(n) for n in args.threads}
+    print({n: f"{r / 1e9:.1f} G MAdds/s" for n, r in rates.items()}, flush=True)
+    measurements: list[Measurement] = []
+    notes = ["", "Ratios (latency at batch 1, median; < 1 means the first is faster):", ""]
+    with tempfile.TemporaryDirectory(prefix="lightnets-deploy-") as folder:
+        for case in CASES:
+            if args.cases and case.label not in args.cases:
+                continue
+            targets = targets_of(case, Path(folder), backends)
+            rows = benchmark(targets, args.threads, runs=args.runs, warmup=args.warmup, batch=args.batch)
+            names = {}
+            for target, m in zip([t for t in targets for _ in args.threads], rows, strict=True):
+                m.backend = peer_name(target)
+                names[id(m)] = m.backend
+                print(f"{case.label:24s} {m.backend:34s} {m.threads}t {m.latency_ms:8.2f} ms", flush=True)
+            measurements += rows
+            notes += ratio_lines(case, rows, names, rates)
+    command = "python benchmarks/deploy_latency.py " + shlex.join(sys.argv[1:])
+    for path in write_report(
+        measurements,
+        rates,
+        RESULTS,
+        title="Deployment latency: lightnets backends and peers",
+        command=command.strip(),
+        name="deploy_latency",
+        notes=notes,
+    ):
+        print(f"written {path}")
+
+
+if __name__ == "__main__":
+    main()
