@@ -34,7 +34,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from lightnets.deploy.bench import BACKENDS, Measurement, Target, benchmark, gemm_rate, model_targets  # noqa: E402
+from lightnets.deploy.bench import (  # noqa: E402
+    BACKENDS,
+    Measurement,
+    Target,
+    benchmark,
+    gemm_rate,
+    interleaved,
+    model_targets,
+)
 from lightnets.deploy.bench_report import write_report  # noqa: E402
 from lightnets.weights.spec import get_weights  # noqa: E402
 from lightnets.weights.store import resolve  # noqa: E402
@@ -123,27 +131,28 @@ def peer_name(target: Target) -> str:
     return target.backend
 
 
-def ratio_lines(
-    case: Case, rows: list[Measurement], names: dict[int, str], rates: dict[int, float]
-) -> list[str]:
-    lines = []
-    for threads in sorted({m.threads for m in rows}):
-        by = {names[id(m)]: m.latency_ms for m in rows if m.threads == threads}
-        floor = rows[0].madds / rates[threads] * 1e3 if threads in rates else None
-        parts = []
-        peer = next((k for k in by if k.startswith("ORT fp32,")), None)
-        if peer:
-            parts.append(f"ort_fp32 / {peer} = **{by['ort_fp32'] / by[peer]:.2f}x**")
-            parts.append(f"folded / {peer} = {by['folded'] / by[peer]:.2f}x")
-            if "ort_int8" in by:
-                parts.append(f"speed-up of ort_int8 over {peer} = **{by[peer] / by['ort_int8']:.2f}x**")
-        if floor:
-            parts.append(f"ort_fp32 / floor = **{by['ort_fp32'] / floor:.2f}x** (floor {floor:.2f} ms)")
-        for name in by:
-            if name.startswith("LiteRT") and "ort_int8" in by:
-                parts.append(f"ort_int8 / {name} = **{by['ort_int8'] / by[name]:.2f}x**")
-        lines.append(f"- {case.label}, {threads} thread(s): " + "; ".join(parts))
-    return lines
+# The headline comparisons: lightnets' ONNX Runtime path (fp32 and int8) against the peers.
+HEADLINE = ("ort_fp32", "ort_int8", "onnx_file", "tflite_file")
+
+
+def ratio_lines(case: Case, rows: list[Measurement], names: list[str], rate: float) -> list[str]:
+    """The issue's ratios for one case and thread count, from interleaved measurements."""
+    by = {name: m.latency_ms for name, m in zip(names, rows, strict=True)}
+    threads = rows[0].threads
+    floor = rows[0].madds / rate * 1e3
+    parts = [", ".join(f"{name} {ms:.2f} ms" for name, ms in by.items())]
+    peer = next((k for k in by if k.startswith("ORT fp32,")), None)
+    if peer:
+        parts.append(f"ort_fp32 / {peer} = **{by['ort_fp32'] / by[peer]:.2f}x**")
+        parts.append(f"speed-up of ort_int8 over {peer} = **{by[peer] / by['ort_int8']:.2f}x**")
+    parts.append(
+        f"ort_fp32 / floor = **{by['ort_fp32'] / floor:.2f}x** (floor {floor:.2f} ms at the "
+        f"interleaved GEMM rate, {rate / 1e9:.1f} G/s)"
+    )
+    for name in by:
+        if name.startswith("LiteRT"):
+            parts.append(f"ort_int8 / {name} = **{by['ort_int8'] / by[name]:.2f}x**")
+    return [f"- {case.label}, {threads} thread(s): " + "; ".join(parts)]
 
 
 def main() -> None:
@@ -153,6 +162,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--cases", nargs="*", help="case labels to run (default: all)")
+    parser.add_argument("--interleaved-runs", type=int, default=300, help="rounds of the headline ratios")
     args = parser.parse_args()
     os.environ.setdefault("LIGHTNETS_WEIGHTS", str(SHARED / "weights"))
     backends = list(BACKENDS)
@@ -160,20 +170,31 @@ def main() -> None:
     rates = {n: gemm_rate(n) for n in args.threads}
     print({n: f"{r / 1e9:.1f} G MAdds/s" for n, r in rates.items()}, flush=True)
     measurements: list[Measurement] = []
-    notes = ["", "Ratios (latency at batch 1, median; < 1 means the first is faster):", ""]
+    notes = [
+        "",
+        "Headline ratios. The table above times each backend in its own process, one after the "
+        "other; on this (virtual, shared) machine the speed drifts by tens of percent from one "
+        f"minute to the next, so the ratios below come from a second measurement: lightnets' ONNX "
+        f"Runtime fp32 and int8 files, the peers and a 1024^3 fp32 GEMM in one process, one call "
+        f"of each in turn, {args.interleaved_runs} rounds (`lightnets.deploy.bench.interleaved`); "
+        "medians at batch 1, < 1 means the first is faster:",
+        "",
+    ]
     with tempfile.TemporaryDirectory(prefix="lightnets-deploy-") as folder:
         for case in CASES:
             if args.cases and case.label not in args.cases:
                 continue
             targets = targets_of(case, Path(folder), backends)
             rows = benchmark(targets, args.threads, runs=args.runs, warmup=args.warmup, batch=args.batch)
-            names = {}
             for target, m in zip([t for t in targets for _ in args.threads], rows, strict=True):
                 m.backend = peer_name(target)
-                names[id(m)] = m.backend
                 print(f"{case.label:24s} {m.backend:34s} {m.threads}t {m.latency_ms:8.2f} ms", flush=True)
             measurements += rows
-            notes += ratio_lines(case, rows, names, rates)
+            headline = [t for t in targets if t.backend in HEADLINE]
+            for threads in args.threads:
+                paired, rate = interleaved(headline, threads, runs=args.interleaved_runs, warmup=args.warmup)
+                notes += ratio_lines(case, paired, [peer_name(t) for t in headline], rate)
+                print(notes[-1], flush=True)
     command = "python benchmarks/deploy_latency.py " + shlex.join(sys.argv[1:])
     for path in write_report(
         measurements,

@@ -11,6 +11,7 @@ from lightnets.deploy.bench import (
     Target,
     benchmark,
     gemm_rate,
+    interleaved,
     measure,
     model_targets,
     speedup_per_madds_cut,
@@ -90,3 +91,13 @@ def test_bench_command(tmp_path, capsys):
     assert (tmp_path / "bench.png").stat().st_size > 0
     assert main(["bench", "no_such_net", "--threads", "1"]) == 2
     assert "neither a registered model" in capsys.readouterr().err
+
+
+def test_interleaved_measures_every_target_and_the_gemm_rate(tmp_path):
+    targets = model_targets(
+        SMALL[0], SMALL[1], backends=["folded", "ort_fp32"], input_size=64, workdir=tmp_path
+    )
+    rows, rate = interleaved(targets, threads=1, runs=50, warmup=2)
+    assert [m.backend for m in rows] == ["folded", "ort_fp32"]
+    assert all(m.latency_ms > 0 and m.runs == 50 and m.peak_memory_mb is None for m in rows)
+    assert 1e8 < rate < 1e13

@@ -7,10 +7,12 @@ colour the next figure, and the peak memory is that of the backend alone.
 * Latency: batch 1, ``warmup`` calls, then ``runs`` (>= 50) calls timed one by one;
   the median and the 90th percentile are reported.
 * Throughput: batch ``batch``, images per second of the median call.
-* Peak memory: the process's peak resident memory while it runs the batch-1 and batch-N
-  calls, minus its resident memory before the model was built (Linux ``VmHWM``, reset
-  through ``/proc/self/clear_refs`` after warm-up): weights, runtime buffers and
-  activations together, the same way for every backend.
+* Peak memory: the process's peak resident memory while it runs the batch-1 calls, minus
+  its resident memory before the model was built (Linux ``VmHWM``, reset through
+  ``/proc/self/clear_refs`` after warm-up): weights, runtime buffers and activations
+  together, the same way for every backend.
+* :func:`interleaved` times several targets in one process, their calls taken in turn,
+  for comparisons that a machine whose speed drifts must not decide.
 * The floor: no backend computes faster than the machine multiplies and adds. The
   single-thread rate of a large fp32 matrix product (:func:`gemm_rate`) gives each model
   the latency it could reach if every multiply-add ran at that rate: MAdds / rate.
@@ -39,6 +41,7 @@ __all__ = [
     "Target",
     "benchmark",
     "gemm_rate",
+    "interleaved",
     "measure",
     "model_targets",
     "speedup_per_madds_cut",
@@ -217,8 +220,8 @@ def measure(
     _time_calls(run, many, 2)
     peak_tracked = _reset_peak()
     latencies = _time_calls(run, one, runs)
+    peak = _rss_kb("VmHWM")  # of the batch-1 calls: a deployment's memory
     batch_times = _time_calls(run, many, batch_runs)
-    peak = _rss_kb("VmHWM")
     memory = (peak - baseline) / 1024 if peak_tracked and peak and baseline else None
     return Measurement(
         label=target.label,
@@ -340,6 +343,61 @@ def benchmark(
         bar.set_postfix_str(f"{target.label} / {target.backend} / {n} thread(s)")
         results.append(_fresh_process(measure, target, n, runs, warmup, batch))
     return results
+
+
+GEMM_SIZE = 1024
+
+
+def _interleaved_here(
+    targets: Sequence[Target], threads: int, runs: int, warmup: int
+) -> tuple[list[Measurement], float]:
+    import torch
+
+    runners = [_build(t, threads) for t in targets]
+    a, b = torch.randn(GEMM_SIZE, GEMM_SIZE), torch.randn(GEMM_SIZE, GEMM_SIZE)
+    out = torch.empty(GEMM_SIZE, GEMM_SIZE)
+    runners.append(lambda _: torch.mm(a, b, out=out))
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal((1, 3, t.input_size, t.input_size), dtype=np.float32) for t in targets]
+    inputs.append(None)
+    for run, x in zip(runners, inputs, strict=True):
+        _time_calls(run, x, warmup)
+    times: list[list[float]] = [[] for _ in runners]
+    for round_ in range(runs):
+        # One call of each in turn, the order rotating: drift in the machine's speed falls on all.
+        shift = round_ % len(runners)
+        for index in [*range(shift, len(runners)), *range(shift)]:
+            times[index] += _time_calls(runners[index], inputs[index], 1)
+    rate = GEMM_SIZE**3 / (statistics.median(times[-1]) / 1e3)
+    rows = [
+        Measurement(
+            label=t.label,
+            backend=t.backend,
+            threads=threads,
+            madds=t.madds,
+            latency_ms=statistics.median(ts),
+            latency_p90_ms=float(np.percentile(ts, 90)),
+            runs=runs,
+            batch=1,
+            throughput=1e3 / statistics.median(ts),
+            peak_memory_mb=None,
+        )
+        for t, ts in zip(targets, times, strict=False)
+    ]
+    return rows, rate
+
+
+def interleaved(
+    targets: Sequence[Target], threads: int = 1, runs: int = 200, warmup: int = 10
+) -> tuple[list[Measurement], float]:
+    """Batch-1 latency of every target, their calls interleaved one by one in one fresh
+    process, together with a fp32 GEMM timed the same way; returns the measurements and
+    that GEMM's multiply-add rate (median). On a machine whose speed drifts (a shared or
+    virtual one) this is the fair comparison: a target is never timed in a slower minute
+    than the others. No memory figure: the targets share the process."""
+    if runs < MIN_RUNS:
+        raise ValueError(f"runs must be >= {MIN_RUNS} for a stable median and p90, got {runs}")
+    return _fresh_process(_interleaved_here, list(targets), threads, runs, warmup)
 
 
 def all_threads() -> int:

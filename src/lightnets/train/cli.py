@@ -39,7 +39,7 @@ examples:
   lightnets train --model mobilenet_v2 --width 0.5 --data imagenette/ --epochs 30 --resolution 128 --out runs/mnv2
   lightnets train --out runs/mnv2 --resume
   lightnets train --model mobilenet_v2 --weights mobilenet_v2_100_224.tflite_uint8 --freeze-bn \\
-      --data CIFAR-10-images.tar.gz --resolution 96 --epochs 2 --recipe sgd --lr 0.01 --out runs/ft
+      --data CIFAR-10-images.tar.gz --resolution 96 --epochs 2 --recipe sgd --lr 0.001 --out runs/ft
   lightnets train --model mobilenet_v2 --width 0.35 --teacher runs/ft --teacher-cache cache/ \\
       --data imagenette/ --resolution 128 --epochs 10 --out runs/student
   torchrun --nproc_per_node=2 -m lightnets.train --model mobilenet_v2 --data imagenette/ --out runs/ddp
