@@ -176,8 +176,8 @@ def main() -> None:
         "other; on this (virtual, shared) machine the speed drifts by tens of percent from one "
         f"minute to the next, so the ratios below come from a second measurement: lightnets' ONNX "
         f"Runtime fp32 and int8 files, the peers and a 1024^3 fp32 GEMM in one process, one call "
-        f"of each in turn, {args.interleaved_runs} rounds (`lightnets.deploy.bench.interleaved`); "
-        "medians at batch 1, < 1 means the first is faster:",
+        f"of each in turn, {args.interleaved_runs} rounds, one thread "
+        "(`lightnets.deploy.bench.interleaved`); medians at batch 1, < 1 means the first is faster:",
         "",
     ]
     with tempfile.TemporaryDirectory(prefix="lightnets-deploy-") as folder:
@@ -191,10 +191,9 @@ def main() -> None:
                 print(f"{case.label:24s} {m.backend:34s} {m.threads}t {m.latency_ms:8.2f} ms", flush=True)
             measurements += rows
             headline = [t for t in targets if t.backend in HEADLINE]
-            for threads in args.threads:
-                paired, rate = interleaved(headline, threads, runs=args.interleaved_runs, warmup=args.warmup)
-                notes += ratio_lines(case, paired, [peer_name(t) for t in headline], rate)
-                print(notes[-1], flush=True)
+            paired, rate = interleaved(headline, 1, runs=args.interleaved_runs, warmup=args.warmup)
+            notes += ratio_lines(case, paired, [peer_name(t) for t in headline], rate)
+            print(notes[-1], flush=True)
     command = "python benchmarks/deploy_latency.py " + shlex.join(sys.argv[1:])
     for path in write_report(
         measurements,

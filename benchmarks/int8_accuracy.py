@@ -43,6 +43,7 @@ import torch
 import lightnets
 from lightnets.data.datasets import open_dataset
 from lightnets.deploy import Runtime, export_onnx, prepare_images, quantize_onnx, quantize_pytorch
+from lightnets.deploy.bench_report import cpu_name
 from lightnets.deploy.calibration import calibration_files
 from lightnets.deploy.quantize import top1_agreement
 from lightnets.weights.load import model_name_of_weights
@@ -56,16 +57,6 @@ IMAGENETTE_VAL = SHARED / "data" / "imagenette2-224-subset" / "val"
 # ShuffleNet v1 has no released ImageNet weights: its row uses the model that
 # benchmarks/train_imagenette_families.py trains (evaluated on Imagenette's val split).
 DEFAULT_TRAINED = Path("/tmp/lightnets_bench/families/shufflenet_v1/model.safetensors")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def cpu_flags() -> str:
@@ -173,7 +164,7 @@ def write(rows: list[dict], args: argparse.Namespace, seconds: float) -> None:
         "",
         f"Command: `{command.strip()}` ({seconds / 60:.0f} min).",
         "",
-        f"Machine: {platform.platform()}, {cpu_model()} ({os.cpu_count()} CPUs; {cpu_flags()}); "
+        f"Machine: {platform.platform()}, {cpu_name()} ({os.cpu_count()} CPUs; {cpu_flags()}); "
         f"Python {platform.python_version()}, PyTorch {torch.__version__}, ONNX Runtime "
         f"{__import__('onnxruntime').__version__}, onnx {__import__('onnx').__version__}.",
         "",

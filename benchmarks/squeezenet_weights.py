@@ -26,6 +26,7 @@ import torch
 
 import lightnets
 from lightnets.data.images import load_image
+from lightnets.deploy.bench_report import cpu_name
 from lightnets.weights.importers.deep_compression import net_facts, read_header
 from lightnets.weights.spec import get_weights
 
@@ -40,16 +41,6 @@ SETS = (
     ("squeezenet1_0.deep_compression", "squeezenet1_0"),
 )
 PAPER_NONZEROS = 421_098  # SqueezeNet paper, Table 1: parameters after pruning
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:

@@ -31,6 +31,7 @@ import torch
 
 import lightnets
 from lightnets.data.images import load_image
+from lightnets.deploy.bench_report import cpu_name
 from lightnets.weights.importers.tflite import attach_activation_quantisation, read_tflite
 from lightnets.weights.spec import get_weights
 from lightnets.weights.store import resolve
@@ -44,16 +45,6 @@ TAGS = (
     "mobilenet_v2_100_224.tflite_uint8",
     "mobilenet_v2_100_224.tflite_int8_ptq",
 )
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def litert_run(path: Path, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -147,7 +138,7 @@ def report(results: list[dict], command: str) -> str:
         "",
         f"Command: `{command}`",
         "",
-        f"Machine: {platform.platform()}, {cpu_model()} ({os.cpu_count()} CPUs); Python "
+        f"Machine: {platform.platform()}, {cpu_name()} ({os.cpu_count()} CPUs); Python "
         f"{platform.python_version()}, PyTorch {torch.__version__}, NumPy {np.__version__}, "
         f"ai-edge-litert {_version('ai-edge-litert')}, tflite {_version('tflite')}.",
         "",

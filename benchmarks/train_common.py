@@ -10,20 +10,12 @@ from pathlib import Path
 
 import torch
 
+from lightnets.deploy.bench_report import cpu_name
+
 RESULTS = Path(__file__).parent / "results"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 IMAGENETTE = SHARED / "data" / "imagenette2-224-subset"
 CIFAR_JPEG = SHARED / "data" / "cifar10-jpg" / "CIFAR-10-images.tar.gz"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def load_average() -> str:
@@ -50,3 +42,38 @@ def machine_header(title: str, command: str | None = None) -> str:
         "(the machine is shared: other jobs ran on the same 2 cores)\n"
         f"- Command: `{command}`\n"
     )
+
+
+def run_or_reuse(config, reuse: bool = False):
+    """``lightnets.train.train(config)``, or with ``reuse`` the result of a finished run of
+    the same configuration already in ``config.out`` (so a benchmark can add a row without
+    training the others again)."""
+    import json
+    import shutil
+
+    from lightnets.train import TrainConfig, TrainResult, train
+
+    out = Path(config.out)
+    execution = {"out", "workers", "threads", "progress", "log_every", "checkpoint_every", "device"}
+
+    def comparable(c: TrainConfig) -> dict:
+        return {k: v for k, v in c.resolved().to_dict().items() if k not in execution}
+
+    if reuse and (out / "summary.json").is_file() and (out / "config.json").is_file():
+        if comparable(TrainConfig.load(out)) == comparable(config):
+            summary = json.loads((out / "summary.json").read_text())
+            last = summary["last_epoch"]
+            print(f"reusing the finished run in {out}", flush=True)
+            return TrainResult(
+                out,
+                summary["epochs"],
+                summary["steps"],
+                last["train_loss"],
+                last["train_accuracy"],
+                last["val_top1"],
+                last["val_top1_ema"],
+                summary["wall_time"],
+                out / "model.safetensors",
+            )
+    shutil.rmtree(out, ignore_errors=True)
+    return train(config)

@@ -20,16 +20,15 @@ import argparse
 import csv
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_common import IMAGENETTE, RESULTS, SHARED, machine_header  # noqa: E402
+from train_common import IMAGENETTE, RESULTS, SHARED, machine_header, run_or_reuse  # noqa: E402
 
-from lightnets.train import TrainConfig, train  # noqa: E402
+from lightnets.train import TrainConfig  # noqa: E402
 
 TAG = "mobilenet_v2_100_224.tflite_uint8"
 
@@ -73,12 +72,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--reuse", action="store_true", help="reuse finished runs of the same configuration")
     parser.add_argument("--runs", default="/tmp/lightnets_bench/distill")
     args = parser.parse_args()
     os.environ.setdefault("LIGHTNETS_WEIGHTS", str(SHARED / "weights"))
     torch.set_num_threads(args.threads)
     runs = Path(args.runs)
-    shutil.rmtree(runs, ignore_errors=True)
 
     common = dict(
         data=str(IMAGENETTE),
@@ -89,7 +88,7 @@ def main() -> None:
         threads=args.threads,
         log_every=20,
     )
-    teacher = train(
+    teacher = run_or_reuse(
         TrainConfig(
             **common,
             model="mobilenet_v2",
@@ -99,11 +98,12 @@ def main() -> None:
             epochs=args.teacher_epochs,
             limit_per_class=args.teacher_per_class,
             recipe="sgd",
-            lr=0.01,
+            lr=0.001,  # BatchNorm frozen and folded: no normalisation left, so a small rate
             warmup_epochs=0.2,
             ema_decay=0.0,
             crop_scale=0.35,
-        )
+        ),
+        args.reuse,
     )
     student = dict(
         **common,
@@ -117,8 +117,8 @@ def main() -> None:
         views=args.views,
         seed=1,
     )
-    alone = train(TrainConfig(**student, out=str(runs / "alone")))
-    distilled = train(
+    alone = run_or_reuse(TrainConfig(**student, out=str(runs / "alone")), args.reuse)
+    distilled = run_or_reuse(
         TrainConfig(
             **student,
             out=str(runs / "distilled"),
@@ -126,7 +126,8 @@ def main() -> None:
             teacher_cache=str(runs / "teacher_cache"),
             distill_alpha=0.9,
             distill_temperature=4.0,
-        )
+        ),
+        args.reuse,
     )
     cache = json.loads((runs / "distilled" / "summary.json").read_text())["teacher_cache"]
 
@@ -170,7 +171,7 @@ def main() -> None:
     lines = [
         machine_header("Distillation on Imagenette: MobileNetV2-0.35 student, MobileNetV2-1.0 teacher"),
         f"Teacher: MobileNetV2 1.0 from `{TAG}` fine-tuned {args.teacher_epochs} epoch(s) on "
-        f"{args.teacher_per_class * 10} images (BatchNorm frozen, SGD lr 0.01). Students: MobileNetV2 0.35 "
+        f"{args.teacher_per_class * 10} images (BatchNorm frozen, SGD lr 0.001). Students: MobileNetV2 0.35 "
         f"from scratch, {args.per_class * 10} training images, {args.epochs} epochs, batch {args.batch}, "
         f"{args.resolution} px, recipe `adamw` (lr 2e-3, cosine, label smoothing 0.1), EMA 0.99, random-resized "
         f"crop (scale 0.25-1) and flip with {args.views} augmentation views cycled over the epochs, seed 1 — "

@@ -22,16 +22,15 @@ import argparse
 import csv
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_common import CIFAR_JPEG, RESULTS, SHARED, machine_header  # noqa: E402
+from train_common import CIFAR_JPEG, RESULTS, SHARED, machine_header, run_or_reuse  # noqa: E402
 
-from lightnets.train import TrainConfig, train  # noqa: E402
+from lightnets.train import TrainConfig  # noqa: E402
 
 TAG = "mobilenet_v2_100_224.tflite_uint8"
 
@@ -63,10 +62,11 @@ def main() -> None:
     parser.add_argument("--val-per-class", type=int, default=100)
     parser.add_argument("--resolution", type=int, default=96)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--finetune-lr", type=float, default=0.01)
+    parser.add_argument("--finetune-lr", type=float, default=0.001)
     parser.add_argument("--scratch-lr", type=float, default=0.05)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--reuse", action="store_true", help="reuse finished runs of the same configuration")
     parser.add_argument("--runs", default="/tmp/lightnets_bench/finetune")
     args = parser.parse_args()
     os.environ.setdefault("LIGHTNETS_WEIGHTS", str(SHARED / "weights"))
@@ -96,8 +96,7 @@ def main() -> None:
     rows, curves = [], {}
     for label, extra in arms.items():
         out = Path(args.runs) / ("finetune" if "weights" in extra else "scratch")
-        shutil.rmtree(out, ignore_errors=True)
-        result = train(TrainConfig(**{**common, **extra, "out": str(out)}))
+        result = run_or_reuse(TrainConfig(**{**common, **extra, "out": str(out)}), args.reuse)
         records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         curves[label] = [r for r in records if r["kind"] == "epoch"]
         rows.append(

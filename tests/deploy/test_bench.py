@@ -101,3 +101,8 @@ def test_interleaved_measures_every_target_and_the_gemm_rate(tmp_path):
     assert [m.backend for m in rows] == ["folded", "ort_fp32"]
     assert all(m.latency_ms > 0 and m.runs == 50 and m.peak_memory_mb is None for m in rows)
     assert 1e8 < rate < 1e13
+
+
+def test_interleaved_timing_is_single_threaded():
+    with pytest.raises(ValueError, match="for one thread"):
+        interleaved([Target("x", "eager", 1, model="squeezenet1_1")], threads=2)

@@ -98,6 +98,30 @@ class Measurement:
     throughput: float  # images/s at batch ``batch``
     peak_memory_mb: float | None
 
+    @classmethod
+    def of(
+        cls,
+        target: Target,
+        threads: int,
+        latencies: Sequence[float],
+        batch: int,
+        batch_times: Sequence[float],
+        memory: float | None,
+    ) -> Measurement:
+        """From batch-1 call times and batch-``batch`` call times (milliseconds)."""
+        return cls(
+            label=target.label,
+            backend=target.backend,
+            threads=threads,
+            madds=target.madds,
+            latency_ms=statistics.median(latencies),
+            latency_p90_ms=float(np.percentile(latencies, 90)),
+            runs=len(latencies),
+            batch=batch,
+            throughput=batch / (statistics.median(batch_times) / 1e3),
+            peak_memory_mb=memory,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -223,18 +247,7 @@ def measure(
     peak = _rss_kb("VmHWM")  # of the batch-1 calls: a deployment's memory
     batch_times = _time_calls(run, many, batch_runs)
     memory = (peak - baseline) / 1024 if peak_tracked and peak and baseline else None
-    return Measurement(
-        label=target.label,
-        backend=target.backend,
-        threads=threads,
-        madds=target.madds,
-        latency_ms=statistics.median(latencies),
-        latency_p90_ms=float(np.percentile(latencies, 90)),
-        runs=runs,
-        batch=batch,
-        throughput=batch / (statistics.median(batch_times) / 1e3),
-        peak_memory_mb=memory,
-    )
+    return Measurement.of(target, threads, latencies, batch, batch_times, memory)
 
 
 def _gemm_rate_here(threads: int, size: int, repeats: int) -> float:
@@ -369,21 +382,7 @@ def _interleaved_here(
         for index in [*range(shift, len(runners)), *range(shift)]:
             times[index] += _time_calls(runners[index], inputs[index], 1)
     rate = GEMM_SIZE**3 / (statistics.median(times[-1]) / 1e3)
-    rows = [
-        Measurement(
-            label=t.label,
-            backend=t.backend,
-            threads=threads,
-            madds=t.madds,
-            latency_ms=statistics.median(ts),
-            latency_p90_ms=float(np.percentile(ts, 90)),
-            runs=runs,
-            batch=1,
-            throughput=1e3 / statistics.median(ts),
-            peak_memory_mb=None,
-        )
-        for t, ts in zip(targets, times, strict=False)
-    ]
+    rows = [Measurement.of(t, threads, ts, 1, ts, None) for t, ts in zip(targets, times, strict=False)]
     return rows, rate
 
 
@@ -394,7 +393,11 @@ def interleaved(
     process, together with a fp32 GEMM timed the same way; returns the measurements and
     that GEMM's multiply-add rate (median). On a machine whose speed drifts (a shared or
     virtual one) this is the fair comparison: a target is never timed in a slower minute
-    than the others. No memory figure: the targets share the process."""
+    than the others. No memory figure: the targets share the process. One thread only:
+    with more, each runtime's pool of workers (spinning after its own calls) would take
+    the cores from the next one, which then looks slower than it is."""
+    if threads != 1:
+        raise ValueError("interleaved timing is for one thread: runtimes' thread pools would compete")
     if runs < MIN_RUNS:
         raise ValueError(f"runs must be >= {MIN_RUNS} for a stable median and p90, got {runs}")
     return _fresh_process(_interleaved_here, list(targets), threads, runs, warmup)

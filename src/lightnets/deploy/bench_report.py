@@ -9,26 +9,28 @@ from pathlib import Path
 
 from .bench import BACKENDS, FOREIGN_BACKENDS, Measurement, speedup_per_madds_cut
 
-__all__ = ["machine_description", "markdown_table", "plot_latency_vs_madds", "write_report"]
+__all__ = ["cpu_name", "machine_description", "markdown_table", "plot_latency_vs_madds", "write_report"]
 
 DESCRIPTIONS = {**BACKENDS, **FOREIGN_BACKENDS}
 
 
-def machine_description() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), or what ``platform`` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine_description() -> str:
     import onnxruntime
+    import torch
 
     return (
-        f"{cpu}, {torch.get_num_threads()} threads available; {platform.system()} {platform.machine()}; "
+        f"{cpu_name()}, {torch.get_num_threads()} threads available; {platform.system()} {platform.machine()}; "
         f"Python {platform.python_version()}, PyTorch {torch.__version__}, ONNX Runtime {onnxruntime.__version__}"
     )
 
