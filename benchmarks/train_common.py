@@ -32,7 +32,8 @@ def machine_header(title: str, command: str | None = None) -> str:
             f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS") if k in os.environ
         )
         argv = " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv])
-        command = f"{env + ' ' if env else ''}nice -n 10 {argv}"
+        niceness = os.nice(0)
+        command = f"{env + ' ' if env else ''}{f'nice -n {niceness} ' if niceness else ''}{argv}"
     return (
         f"# {title}\n\n"
         f"- Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.machine()}\n"

@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -61,6 +62,14 @@ def measure(steps: dict[str, callable], batch: int, rounds: int, per_round: int)
                 steps[name]()
             rates[name].append(batch * per_round / (time.perf_counter() - start))
     return rates
+
+
+def bootstrap_interval(values: list[float], resamples: int = 10_000) -> tuple[float, float]:
+    """95% bootstrap interval of the median of ``values``."""
+    rng = np.random.default_rng(0)
+    samples = rng.choice(np.asarray(values), size=(resamples, len(values)), replace=True)
+    medians = np.median(samples, axis=1)
+    return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
 
 
 def operator_counts(model: nn.Module, resolution: int = 64) -> dict[str, int]:
@@ -128,6 +137,7 @@ def main() -> None:
                 "torchvision_img_s": round(median["torchvision"], 2),
                 "ratio": round(median["lightnets"] / median["torchvision"], 3),
                 "paired_ratio": round(statistics.median(pairs), 3),
+                "paired_ratio_95ci": "{:.3f}-{:.3f}".format(*bootstrap_interval(pairs)),
                 "lightnets_best_img_s": round(best["lightnets"], 2),
                 "torchvision_best_img_s": round(best["torchvision"], 2),
                 "best_ratio": round(best["lightnets"] / best["torchvision"], 3),
@@ -155,15 +165,17 @@ def main() -> None:
         "The paired ratio is the median over rounds of (lightnets / torchvision) within a round, "
         "taken back to back under the same load; it is the headline figure, because other jobs "
         "on the machine change its speed several-fold from one minute to the next (see the rounds). "
-        "Best-of figures (the least disturbed round of each) are given as a check.\n",
+        "Its 95% interval is a bootstrap over the rounds. Best-of figures (the least disturbed round "
+        "of each) are given as a check.\n",
         "| input | memory format | lightnets img/s (median / best) | torchvision img/s (median / best) "
-        "| paired ratio | ratio of medians | ratio of bests |",
-        "|---|---|---|---|---|---|---|",
+        "| paired ratio | its 95% interval | ratio of medians | ratio of bests |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['resolution']} px | {r['memory_format']} | {r['lightnets_img_s']} / {r['lightnets_best_img_s']} | "
-            f"{r['torchvision_img_s']} / {r['torchvision_best_img_s']} | **{r['paired_ratio']}** | {r['ratio']} | "
+            f"{r['torchvision_img_s']} / {r['torchvision_best_img_s']} | **{r['paired_ratio']}** | "
+            f"{r['paired_ratio_95ci']} | {r['ratio']} | "
             f"{r['best_ratio']} |"
         )
     lines.append(

@@ -202,12 +202,10 @@ def _litert_runner(path: str | None, threads: int) -> Callable[[np.ndarray], Any
     interpreter = Interpreter(model_path=path, num_threads=threads)  # XNNPACK is its default delegate
     interpreter.allocate_tensors()
     (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-    shape = tuple(inp["shape"])
-    dtype = inp["dtype"]
+    # A TFLite file is NHWC with a fixed batch: it is timed on its own input type and shape.
+    batch = np.zeros(tuple(inp["shape"]), dtype=inp["dtype"])
 
     def run(x: np.ndarray) -> Any:
-        # A TFLite file is NHWC with a fixed batch: time it on its own input type.
-        batch = np.zeros(shape, dtype=dtype)
         results = []
         for _ in range(x.shape[0]):
             interpreter.set_tensor(inp["index"], batch)

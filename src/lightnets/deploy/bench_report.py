@@ -81,6 +81,7 @@ def speedup_lines(measurements: Sequence[Measurement]) -> list[str]:
 
 def plot_latency_vs_madds(measurements: Sequence[Measurement], rates: dict[int, float], path: Path) -> None:
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -90,20 +91,25 @@ def plot_latency_vs_madds(measurements: Sequence[Measurement], rates: dict[int, 
     for ax, threads in zip(axes[0], thread_counts, strict=True):
         subset = [m for m in measurements if m.threads == threads]
         for (backend, _), group in _groups(subset).items():
-            group = sorted(group, key=lambda m: m.madds)
-            ax.plot(
-                [m.madds / 1e6 for m in group], [m.latency_ms for m in group], "o-", label=backend, alpha=0.8
-            )
+            madds = np.array([m.madds / 1e6 for m in group])
+            latency = np.array([m.latency_ms for m in group])
+            (points,) = ax.plot(madds, latency, "o", label=backend, alpha=0.8)
+            if len(set(madds)) >= 3:  # the trend: a power law fitted in log-log space
+                slope, intercept = np.polyfit(np.log(madds), np.log(latency), 1)
+                span = np.array([madds.min(), madds.max()])
+                ax.plot(span, np.exp(intercept) * span**slope, "-", color=points.get_color(), alpha=0.4)
         if threads in rates:
             span = sorted({m.madds for m in subset})
             ax.plot(
                 [s / 1e6 for s in span],
                 [s / rates[threads] * 1e3 for s in span],
                 "k--",
-                label=f"floor: MAdds / {rates[threads] / 1e9:.0f} G/s",
+                label=f"fp32 floor: MAdds / {rates[threads] / 1e9:.0f} G/s",
             )
+        labelled = set()
         for m in subset:
-            if m.backend == subset[0].backend:
+            if m.label not in labelled:
+                labelled.add(m.label)
                 ax.annotate(m.label, (m.madds / 1e6, m.latency_ms), fontsize=7, alpha=0.7)
         ax.set_xscale("log")
         ax.set_yscale("log")
