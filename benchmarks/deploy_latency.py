@@ -12,6 +12,9 @@ folded, ONNX Runtime fp32 and int8, PyTorch int8) is timed next to the peers tha
 * the LiteRT interpreter (XNNPACK, same thread count) running the original quantised
   TFLite files of the shared weights (MobileNetV2 uint8 and int8, MobileNet v1 0.75 uint8).
 
+Next to an ONNX peer, lightnets' export is also timed with a fixed batch of 1 (the peers'
+files have one), besides the dynamic-batch file ``lightnets export`` writes by default.
+
 torchvision and timm are the benchmark environment's (``scripts/setup --test``: installed
 with ``--no-deps`` so torch stays the CPU build, imported through tests/peers.py); the
 library never imports them. Every figure is measured in a fresh process, in this run;
@@ -44,6 +47,8 @@ from lightnets.deploy.bench import (  # noqa: E402
     model_targets,
 )
 from lightnets.deploy.bench_report import write_report  # noqa: E402
+from lightnets.deploy.export import export_onnx  # noqa: E402
+from lightnets.models import create_model  # noqa: E402
 from lightnets.weights.spec import get_weights  # noqa: E402
 from lightnets.weights.store import resolve  # noqa: E402
 from peers import import_timm, import_torchvision  # noqa: E402
@@ -110,6 +115,16 @@ def targets_of(case: Case, workdir: Path, backends: list[str]) -> list[Target]:
     )
     madds = targets[0].madds
     if case.onnx_peer:
+        # lightnets' export with a fixed batch of 1, as a phone deployment would use it.
+        static = export_onnx(
+            create_model(case.model, **case.kwargs).eval(),
+            workdir / f"{case.model}.static.onnx",
+            input_size=case.size,
+            dynamic_batch=False,
+        )
+        targets.append(
+            Target(case.label, "onnx_file", madds, input_size=case.size, file=str(static), model="static")
+        )
         library, constructor = case.onnx_peer
         path = export_peer(library, constructor, case.size, workdir / f"{constructor}.peer.onnx")
         targets.append(
@@ -124,6 +139,8 @@ def targets_of(case: Case, workdir: Path, backends: list[str]) -> list[Target]:
 
 
 def peer_name(target: Target) -> str:
+    if target.backend == "onnx_file" and target.model == "static":
+        return "ort_fp32, static batch 1"
     if target.backend == "onnx_file":
         return f"ORT fp32, {target.model} export"
     if target.backend == "tflite_file":
@@ -131,7 +148,7 @@ def peer_name(target: Target) -> str:
     return target.backend
 
 
-# The headline comparisons: lightnets' ONNX Runtime path (fp32 and int8) against the peers.
+# The headline comparisons: lightnets' ONNX Runtime files (fp32 and int8) against the peers.
 HEADLINE = ("ort_fp32", "ort_int8", "onnx_file", "tflite_file")
 
 
@@ -144,6 +161,8 @@ def ratio_lines(case: Case, rows: list[Measurement], names: list[str], rate: flo
     peer = next((k for k in by if k.startswith("ORT fp32,")), None)
     if peer:
         parts.append(f"ort_fp32 / {peer} = **{by['ort_fp32'] / by[peer]:.2f}x**")
+        static = "ort_fp32, static batch 1"
+        parts.append(f"{static} / {peer} = **{by[static] / by[peer]:.2f}x**")
         parts.append(f"speed-up of ort_int8 over {peer} = **{by[peer] / by['ort_int8']:.2f}x**")
     parts.append(
         f"ort_fp32 / floor = **{by['ort_fp32'] / floor:.2f}x** (floor {floor:.2f} ms at the "
