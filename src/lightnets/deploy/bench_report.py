@@ -88,12 +88,15 @@ def plot_latency_vs_madds(measurements: Sequence[Measurement], rates: dict[int, 
 
     thread_counts = sorted({m.threads for m in measurements})
     fig, axes = plt.subplots(1, len(thread_counts), figsize=(6.5 * len(thread_counts), 5), squeeze=False)
+    backends = list(dict.fromkeys(m.backend for m in measurements))
+    palette = plt.get_cmap("tab10" if len(backends) <= 10 else "tab20").colors
+    colours = {b: palette[i % len(palette)] for i, b in enumerate(backends)}  # one per backend
     for ax, threads in zip(axes[0], thread_counts, strict=True):
         subset = [m for m in measurements if m.threads == threads]
         for (backend, _), group in _groups(subset).items():
             madds = np.array([m.madds / 1e6 for m in group])
             latency = np.array([m.latency_ms for m in group])
-            (points,) = ax.plot(madds, latency, "o", label=backend, alpha=0.8)
+            (points,) = ax.plot(madds, latency, "o", label=backend, alpha=0.8, color=colours[backend])
             if len(set(madds)) >= 3:  # the trend: a power law fitted in log-log space
                 slope, intercept = np.polyfit(np.log(madds), np.log(latency), 1)
                 span = np.array([madds.min(), madds.max()])
@@ -117,7 +120,7 @@ def plot_latency_vs_madds(measurements: Sequence[Measurement], rates: dict[int, 
         ax.set_ylabel("latency, batch 1, median (ms)")
         ax.set_title(f"{threads} thread(s)")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
