@@ -188,3 +188,29 @@ def test_convolutions_the_engine_cannot_pack_stay_in_float():
     with torch.no_grad():
         reference, out = model(images), quantized(images)
     assert torch.corrcoef(torch.stack([reference.flatten(), out.flatten()]))[0, 1] > 0.95
+
+
+def test_layers_the_engine_refuses_stay_float_and_are_named(monkeypatch):
+    """Whatever this machine's oneDNN accepts: a refused layer is kept in float, the rest int8."""
+    import lightnets.deploy.quantize as quantize_module
+
+    model = lightnets.create_model("shufflenet_v1", groups=3, scale=0.5, num_classes=10).eval()
+    refused = "features.14.compress.conv"
+    monkeypatch.setattr(quantize_module, "_convs_without_int8_kernel", lambda m: [refused])
+    images = torch.randn(4, 3, 96, 96)
+    with pytest.warns(
+        UserWarning, match=r"1 convolution\(s\) \(features\.14\.compress\.conv\): they stay in float"
+    ):
+        quantized = quantize_pytorch(model, images, num_images=None, observer="minmax")
+    kinds = {name: type(module) for name, module in quantized.named_modules()}
+    assert any("quantized" in kind.__module__ for kind in kinds.values())
+    assert any(name.startswith("features.14.compress") for name in kinds)
+    assert not any(
+        "quantized" in kind.__module__
+        for name, kind in kinds.items()
+        if name.startswith("features.14.compress")
+    )
+    with torch.no_grad():
+        assert (
+            torch.corrcoef(torch.stack([model(images).flatten(), quantized(images).flatten()]))[0, 1] > 0.95
+        )
