@@ -78,3 +78,17 @@ def run_or_reuse(config, reuse: bool = False):
             )
     shutil.rmtree(out, ignore_errors=True)
     return train(config)
+
+
+def add_run_options(parser, runs: str) -> None:
+    """The options every training benchmark shares: loading, threads, where runs go."""
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--reuse", action="store_true", help="reuse finished runs of the same configuration")
+    parser.add_argument("--runs", default=runs)
+
+
+def start(args) -> None:
+    """Before training: the shared weights as default weights root, the thread count."""
+    os.environ.setdefault("LIGHTNETS_WEIGHTS", str(SHARED / "weights"))
+    torch.set_num_threads(args.threads)

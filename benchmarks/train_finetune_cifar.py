@@ -21,14 +21,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_common import CIFAR_JPEG, RESULTS, SHARED, machine_header, run_or_reuse  # noqa: E402
+from train_common import CIFAR_JPEG, RESULTS, add_run_options, machine_header, run_or_reuse, start  # noqa: E402
 
 from lightnets.train import TrainConfig  # noqa: E402
 
@@ -64,13 +61,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--finetune-lr", type=float, default=0.001)
     parser.add_argument("--scratch-lr", type=float, default=0.05)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--reuse", action="store_true", help="reuse finished runs of the same configuration")
-    parser.add_argument("--runs", default="/tmp/lightnets_bench/finetune")
+    add_run_options(parser, "/tmp/lightnets_bench/finetune")
     args = parser.parse_args()
-    os.environ.setdefault("LIGHTNETS_WEIGHTS", str(SHARED / "weights"))
-    torch.set_num_threads(args.threads)
+    start(args)
 
     common = dict(
         model="mobilenet_v2",

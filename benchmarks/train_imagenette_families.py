@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_common import IMAGENETTE, RESULTS, machine_header, run_or_reuse  # noqa: E402
+from train_common import IMAGENETTE, RESULTS, add_run_options, machine_header, run_or_reuse, start  # noqa: E402
 
 import lightnets  # noqa: E402
 from lightnets.train import TrainConfig  # noqa: E402
@@ -96,13 +96,10 @@ def main() -> None:
     parser.add_argument("--val-per-class", type=int, default=50)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--resolution", type=int, default=128)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", default="/tmp/lightnets_bench/families")
     parser.add_argument("--only", nargs="*", help="registry names to run (default: all four)")
-    parser.add_argument("--reuse", action="store_true", help="reuse finished runs of the same configuration")
+    add_run_options(parser, "/tmp/lightnets_bench/families")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    start(args)
 
     rows, curves = [], {}
     for label, name, kwargs, init in FAMILIES:
