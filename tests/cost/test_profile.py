@@ -4,7 +4,7 @@ from torch import nn
 
 import lightnets
 from lightnets.cost import layer_kind, profile
-from lightnets.cost.profile import meta_copy
+from lightnets.cost.meta import meta_copy
 from peers import timm_or_skip, torchvision_or_skip
 
 
@@ -111,3 +111,22 @@ def test_same_totals_as_timm(ours, our_kwargs, theirs):
     mine = profile(lightnets.create_model(ours, **our_kwargs))
     other = profile(timm.create_model(theirs, pretrained=False))
     assert (mine.params, mine.madds, mine.bn_params) == (other.params, other.madds, other.bn_params)
+
+
+def test_cost_modules_import_downwards_only():
+    """kinds and meta are the bottom; memory never imports profile (no import cycle)."""
+    import ast
+    from pathlib import Path
+
+    import lightnets.cost as cost
+
+    folder = Path(cost.__file__).parent
+    imports = {}
+    for path in folder.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        imports[path.stem] = {
+            node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1
+        }
+    assert imports["kinds"] == imports["meta"] == set()
+    assert imports["memory"] <= {"kinds", "meta"}
+    assert "profile" not in imports["memory"]

@@ -29,7 +29,8 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
-from .profile import _ACTIVATIONS, _DROPOUTS, _NORMS, _RESHAPES, check_input_size, meta_copy
+from .kinds import ACTIVATIONS, DROPOUTS, NORMS, RESHAPES
+from .meta import check_input_size, meta_copy
 
 EXECUTION_MODELS = ("layer", "block")
 
@@ -47,8 +48,8 @@ DEFAULT_BLOCKS = frozenset(
     }
 )
 
-_IN_PLACE_MODULES = _NORMS + _ACTIVATIONS + _DROPOUTS
-_VIEW_MODULES = _RESHAPES
+_IN_PLACE_MODULES = NORMS + ACTIVATIONS + DROPOUTS
+_VIEW_MODULES = RESHAPES
 _VIEW_METHODS = frozenset(
     {"view", "reshape", "flatten", "unflatten", "transpose", "permute", "contiguous", "squeeze", "unsqueeze"}
 )

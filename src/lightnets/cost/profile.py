@@ -10,94 +10,15 @@ it) is reported apart, in ``bn_params``.
 
 from __future__ import annotations
 
-import copy
-import itertools
 import math
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-import torch
 from torch import Tensor, nn
 
-# Layer kinds, in the order reports list them. MobileNet v1's Table 2 calls them
-# "Conv 3x3", "Conv 1x1", "Conv DW 3x3" and "Fully Connected".
-KINDS = (
-    "conv",
-    "pointwise",
-    "depthwise",
-    "group conv",
-    "fully connected",
-    "pool",
-    "batchnorm",
-    "activation",
-    "add",
-    "shuffle",
-    "dropout",
-    "reshape",
-    "other",
-)
-COSTED_KINDS = ("conv", "pointwise", "depthwise", "group conv", "fully connected", "pool")
-
-_POOLS = (
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.MaxPool3d,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveAvgPool3d,
-    nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
-    nn.AdaptiveMaxPool3d,
-)
-_ACTIVATIONS = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.ELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Hardswish,
-    nn.Hardsigmoid,
-    nn.Sigmoid,
-    nn.Tanh,
-    nn.Softmax,
-    nn.LogSoftmax,
-)
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
-_DROPOUTS = (nn.Dropout, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
-_RESHAPES = (nn.Flatten, nn.Unflatten, nn.Identity)
-
-
-def layer_kind(module: nn.Module) -> str:
-    """The kind of a leaf module, as the reports group layers."""
-    if isinstance(module, nn.modules.conv._ConvNd):
-        groups, in_ch = module.groups, module.in_channels
-        if groups == 1:
-            return "pointwise" if all(k == 1 for k in module.kernel_size) else "conv"
-        return "depthwise" if groups == in_ch else "group conv"
-    if isinstance(module, nn.Linear):
-        return "fully connected"
-    if isinstance(module, _POOLS):
-        return "pool"
-    if isinstance(module, _NORMS):
-        return "batchnorm"
-    if isinstance(module, _ACTIVATIONS):
-        return "activation"
-    if isinstance(module, _DROPOUTS):
-        return "dropout"
-    if isinstance(module, _RESHAPES):
-        return "reshape"
-    name = type(module).__name__.lower()
-    if name == "add":
-        return "add"
-    if "shuffle" in name:
-        return "shuffle"
-    return "other"
+from .kinds import KINDS, NORMS, layer_kind
+from .memory import MemoryAnalysis, memory_report
+from .meta import check_input_size, run_on_meta
 
 
 def layer_madds(module: nn.Module, inputs: tuple, output: Tensor) -> int:
@@ -157,7 +78,7 @@ class CostReport:
     params: int
     madds: int
     bn_params: int
-    memory: object | None = field(default=None, repr=False)
+    memory: MemoryAnalysis | None = field(default=None, repr=False)  # with profile(memory=True)
 
     def by_kind(self) -> list[KindCost]:
         """Totals per layer kind with their shares (MobileNet v1's Table 2)."""
@@ -202,59 +123,6 @@ class CostReport:
         return out
 
 
-def meta_copy(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` whose parameters and buffers live on the meta device.
-
-    Tensors are swapped for storage-less ones before the deep copy, so the real weights
-    are never duplicated.
-    """
-    memo: dict[int, object] = {}
-    for tensor in itertools.chain(model.parameters(), model.buffers()):
-        meta = torch.empty_like(tensor, device="meta")
-        if isinstance(tensor, nn.Parameter):
-            meta = nn.Parameter(meta, requires_grad=tensor.requires_grad)
-        memo[id(tensor)] = meta
-    return copy.deepcopy(model, memo)
-
-
-def check_input_size(model: nn.Module, input_size: tuple[int, ...]) -> tuple[int, ...]:
-    """Validate ``(C, H, W)`` against the model; raises ``ValueError`` naming the problem."""
-    size = tuple(input_size)
-    if len(size) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
-        raise ValueError(f"input_size must be three positive integers (C, H, W), got {input_size!r}")
-    checker = getattr(model, "check_input_size", None)
-    if callable(checker):
-        checker(size[1], size[2])
-    first_conv = next((m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
-    if first_conv is not None and first_conv.in_channels != size[0]:
-        raise ValueError(
-            f"input_size has {size[0]} channels but the model's first convolution takes "
-            f"{first_conv.in_channels}"
-        )
-    return size
-
-
-def run_on_meta(model: nn.Module, input_size: tuple[int, ...], hook_for: Callable | None = None) -> None:
-    """Run a meta copy of ``model`` once on a batch of one.
-
-    ``hook_for(name)``, if given, makes the forward hook put on each named leaf module.
-    """
-    meta = meta_copy(model).eval()
-    handles = []
-    if hook_for is not None:
-        for name, module in meta.named_modules():
-            if name and not list(module.children()):
-                handles.append(module.register_forward_hook(hook_for(name)))
-    try:
-        with torch.no_grad():
-            meta(torch.empty((1, *input_size), device="meta"))
-    except (RuntimeError, ValueError) as error:
-        raise ValueError(f"input size {tuple(input_size)} does not fit this model: {error}") from error
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 def profile(
     model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224), memory: bool = False
 ) -> CostReport:
@@ -297,7 +165,7 @@ def profile(
         return hook
 
     run_on_meta(model, size, factory)
-    bn_params = sum(p.numel() for m in model.modules() if isinstance(m, _NORMS) for p in m.parameters(False))
+    bn_params = sum(p.numel() for m in model.modules() if isinstance(m, NORMS) for p in m.parameters(False))
     total = sum(p.numel() for p in model.parameters())
     report = CostReport(
         model=_model_name(model),
@@ -308,8 +176,6 @@ def profile(
         bn_params=bn_params,
     )
     if memory:
-        from .memory import memory_report
-
         report.memory = memory_report(model, size)
     return report
 
