@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
-IMAGENET = "imagenet-1k"
+IMAGENET = "imagenet-1k"  # the 1000 ILSVRC-2012 classes in sorted-wnid order
 
 
 @cache

@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from ..data.categories import IMAGENET
 from ..data.transforms import EvalTransform, tf_crop
-
-IMAGENET = "imagenet-1k"  # the 1000 ILSVRC-2012 classes in sorted-wnid order
 
 
 @dataclass(frozen=True)
@@ -32,6 +31,13 @@ class WeightFile:
 
 @dataclass(frozen=True)
 class WeightSpec:
+    """One weight set. ``params`` and ``madds`` describe the model built from ``model`` and
+    ``model_kwargs``, as :func:`lightnets.profile` counts it for one ``3 x size x size``
+    image (``size = transform.size``): ``params`` is a count of weights and biases with
+    BatchNorm apart (a file with BatchNorm folded into biases stores more), ``madds`` a
+    count of multiply-adds, each counted once. The tests recompute both for every tag.
+    """
+
     tag: str
     model: str
     model_kwargs: dict[str, Any]
@@ -43,8 +49,8 @@ class WeightSpec:
     metrics_source: str = ""
     license: str = ""
     source: str = ""  # repository @ commit the files are taken from
-    params: int | None = None  # of the model built from model_kwargs, BatchNorm apart
-    madds: int | None = None  # multiply-adds for one image at transform.size
+    params: int | None = None  # parameters (a count), BatchNorm apart
+    madds: int | None = None  # multiply-adds (a count) for one image at transform.size
     notes: str = ""
 
     def to_dict(self) -> dict:
@@ -118,7 +124,7 @@ def _register(spec: WeightSpec) -> None:
     WEIGHTS[spec.tag] = spec
 
 
-for _width, _size, _sha, _bytes, _top1, _top5, _params in (
+for _width, _size, _sha, _bytes, _top1, _top5, _params, _madds in (
     (
         0.25,
         128,
@@ -126,7 +132,8 @@ for _width, _size, _sha, _bytes, _top1, _top5, _params in (
         525_598,
         39.9,
         65.8,
-        467_595,
+        464_600,
+        13_570_048,
     ),
     (
         0.5,
@@ -135,7 +142,8 @@ for _width, _size, _sha, _bytes, _top1, _top5, _params in (
         1_392_846,
         57.7,
         81.3,
-        1_326_635,
+        1_320_648,
+        76_524_800,
     ),
     (
         0.75,
@@ -144,7 +152,8 @@ for _width, _size, _sha, _bytes, _top1, _top5, _params in (
         2_652_542,
         66.2,
         87.1,
-        2_578_123,
+        2_569_144,
+        239_273_472,
     ),
 ):
     _register(
@@ -160,6 +169,7 @@ for _width, _size, _sha, _bytes, _top1, _top5, _params in (
             license="Apache-2.0",
             source=_CORAL_SOURCE,
             params=_params,
+            madds=_madds,
             notes=TFLITE_NOTE,
         )
     )
@@ -183,6 +193,8 @@ _register(
         metrics_source="TFLite hosted models (Mobilenet_V2_1.0_224_quant)",
         license="Apache-2.0",
         source=_CORAL_SOURCE,
+        params=3_470_760,
+        madds=300_774_272,
         notes=TFLITE_NOTE,
     )
 )
@@ -204,6 +216,8 @@ _register(
         transform=EvalTransform(224, 256, "bilinear", (127.0,) * 3, (127.5,) * 3, "RGB"),
         license="Apache-2.0",
         source=_CORAL_SOURCE,
+        params=3_470_760,
+        madds=300_774_272,
         notes="Post-training int8 quantisation of a TF2 (Keras) MobileNetV2, per-channel weights; "
         "1001 outputs, the background class dropped. No accuracy is stated with it.",
     )
@@ -220,6 +234,8 @@ _register(
         metrics_source="ONNX model zoo, squeezenet1.1-7",
         license="Apache-2.0",
         source="BruceDai/test-data @ 38659dfb (weights from the ONNX model zoo's MXNet Gluon model)",
+        params=1_235_496,
+        madds=349_151_936,
     )
 )
 _register(
@@ -247,6 +263,8 @@ _register(
         metrics_source="forresti/SqueezeNet (v1.1: the same accuracy as v1.0)",
         license="BSD-2-Clause (forresti/SqueezeNet weights, converted by ncnn)",
         source="nihui/ncnn-assets @ 9489f876",
+        params=1_235_496,
+        madds=387_747_520,
         notes="The authors' Caffe SqueezeNet v1.1, stored by ncnn with fp16 weights.",
     )
 )
@@ -269,6 +287,8 @@ _register(
         metrics_source="SqueezeNet paper (Deep Compression, 0.66 MB model)",
         license="BSD (songhan/SqueezeNet_compressed)",
         source="songhan/SqueezeNet_compressed @ fb13faa2",
+        params=1_248_424,
+        madds=832_667_936,
         notes="SqueezeNet v1.0 after Deep Compression: pruned, 8-bit codebooks, sparse indices.",
     )
 )
