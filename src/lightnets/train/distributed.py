@@ -89,11 +89,3 @@ def all_reduce_sum(env: DistEnv, values: list[float]) -> list[float]:
     dist.all_reduce(tensor)
     return tensor.cpu().tolist()
 
-
-def broadcast_object(env: DistEnv, value: object) -> object:
-    """Rank 0's ``value`` on every process."""
-    if not env.distributed:
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
