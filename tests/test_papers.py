@@ -9,7 +9,7 @@ import pytest
 
 from lightnets import papers
 from lightnets.cost import profile
-from lightnets.models import create_model
+from lightnets import create_model
 
 # Exact counts (multiply-adds, parameters) of every model the papers' tables describe.
 EXACT = {

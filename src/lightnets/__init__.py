@@ -4,8 +4,9 @@ from .classify import evaluate, predict
 from .cost import CostReport, profile
 from .cost.memory import activation_memory
 from .layers import make_divisible
-from .models import create_model, list_models
+from .models import list_models
 from .weights import convert, get_weights, list_weights, load_weights
+from .zoo import create_model
 
 __all__ = [
     "CostReport",

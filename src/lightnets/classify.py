@@ -11,21 +11,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .data.categories import class_names
 from .data.datasets import ImageDataset, collate_skipping, open_dataset
 from .data.images import UnreadableImage, is_image_file, load_image
 from .data.transforms import EvalTransform
-
-
-def transform_of(model: nn.Module) -> EvalTransform:
-    """The evaluation transform of the model's weights (ImageNet defaults without)."""
-    config = getattr(model, "pretrained_cfg", None)
-    return config.transform if config is not None else EvalTransform()
-
-
-def labels_of(model: nn.Module) -> list[str]:
-    config = getattr(model, "pretrained_cfg", None)
-    return class_names(config.categories if config else "", model.num_classes)
+from .zoo import labels_of, transform_of
 
 
 @dataclass

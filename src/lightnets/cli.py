@@ -11,13 +11,13 @@ from pathlib import Path
 from torch import nn
 
 from . import papers
-from .classify import evaluate, labels_of, predict
+from .classify import evaluate, predict
 from .cost import profile
 from .deploy.cli import add_backend_options, add_bench_parser, add_export_parser, model_for_backend
-from .models import create_model, get_entry, list_models
+from .models import get_entry, list_models
 from .render import FORMATS, render
 from .weights import convert, get_weights, list_weights
-from .weights.load import model_name_of_weights
+from .zoo import add_model_options, create_model, labels_of, model_for_weights, model_kwargs
 
 DESCRIPTION = """\
 lightnets: MobileNet v1, MobileNetV2, SqueezeNet and ShuffleNet v1 exactly as their
@@ -46,15 +46,6 @@ Original weight files are found under --weights-root or $LIGHTNETS_WEIGHTS, in t
 """
 
 
-def _model_kwargs(args: argparse.Namespace) -> dict:
-    """The architecture options the user gave (only those: each model takes its own)."""
-    names = ("width", "groups", "scale", "variant", "expansion", "bypass", "num_classes")
-    kwargs = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    if getattr(args, "no_shuffle", False):
-        kwargs["shuffle"] = False
-    return kwargs
-
-
 def cmd_list(args: argparse.Namespace) -> int:
     rows = []
     for name in list_models(args.pattern):
@@ -68,7 +59,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    model = create_model(args.model, **_model_kwargs(args))
+    model = create_model(args.model, **model_kwargs(args, args.model))
     size = args.resolution
     report = profile(model, (3, size, size), memory=args.memory)
     report.model = args.model
@@ -248,8 +239,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def model_with_weights(args: argparse.Namespace) -> nn.Module:
     """The model ``--weights`` (and ``--model``, when the weights do not say) describe."""
-    name = args.model or model_name_of_weights(args.weights)
-    return create_model(name, weights=args.weights, weights_root=args.weights_root)
+    return model_for_weights(
+        args.weights, args.model, args.weights_root, **model_kwargs(args, args.model)
+    )
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
@@ -328,6 +320,7 @@ def _add_weights_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--weights-root", metavar="DIR", help="folder of original weight files ($LIGHTNETS_WEIGHTS)"
     )
+    add_model_options(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -352,15 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--memory, its peak activation memory.",
     )
     p.add_argument("model", help="a registered name (see 'lightnets list')")
-    p.add_argument("--width", type=float, help="width multiplier alpha (MobileNets)")
     p.add_argument("--resolution", type=int, default=224, help="input side in pixels (default 224)")
-    p.add_argument("--groups", type=int, help="ShuffleNet group count g: 1, 2, 3, 4 or 8")
-    p.add_argument("--scale", type=float, help="ShuffleNet scale factor s (0.25-2)")
-    p.add_argument("--no-shuffle", action="store_true", help="ShuffleNet without channel shuffle")
-    p.add_argument("--variant", help="MobileNet v1: separable (default), full or shallow")
-    p.add_argument("--expansion", type=float, help="MobileNetV2 expansion factor t (default 6)")
-    p.add_argument("--bypass", choices=("simple", "complex"), help="SqueezeNet bypass")
-    p.add_argument("--num-classes", type=int, dest="num_classes", help="classes of the classifier")
+    add_model_options(p)
     p.add_argument("--by-layer", action="store_true", help="one row per layer")
     p.add_argument("--by-kind", action="store_true", help="totals per layer kind (default view)")
     p.add_argument("--memory", action="store_true", help="peak activation memory, layer and block execution")

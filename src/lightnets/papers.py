@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from .cost import profile
-from .models import create_model
+from .zoo import create_model
 
 
 @dataclass(frozen=True)

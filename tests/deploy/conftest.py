@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightnets.classify import transform_of
+from lightnets.zoo import transform_of
 from lightnets.deploy import calibration_files, prepare_images
 
 

@@ -80,7 +80,7 @@ def test_metadata_is_stored_and_read_back(exported, weights_root):
     assert meta.model_name == "mobilenet_v2" and meta.model_kwargs["padding"] == "tf_same"
     assert meta.input_size == (3, 224, 224) and meta.transform == transform
     assert meta.weights == "mobilenet_v2_100_224.tflite_uint8" and meta.precision == "fp32"
-    assert meta.class_names == lightnets.classify.labels_of(model) and meta.class_names[1] == "goldfish"
+    assert meta.class_names == lightnets.zoo.labels_of(model) and meta.class_names[1] == "goldfish"
     props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert (
         props["lightnets.mean"] == "[128.0, 128.0, 128.0]"

@@ -298,7 +298,7 @@ def test_cli_subcommand_builds_the_config(tmp_path):
     add_train_parser(root.add_subparsers(dest="command"))
     args = root.parse_args(
         ["train", "--model", "mobilenet_v2", "--width", "0.5", "--data", "d", "--out", str(tmp_path / "r")]
-        + ["--recipe", "paper", "--model-arg", "expansion=4", "--freeze-bn", "--epochs", "3"]
+        + ["--recipe", "paper", "--expansion", "4", "--freeze-bn", "--epochs", "3"]
     )
     config, resume = config_from_args(args)
     assert not resume and config.model_kwargs == {"width": 0.5, "expansion": 4}

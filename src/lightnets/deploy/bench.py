@@ -168,7 +168,7 @@ def _build(target: Target, threads: int) -> Callable[[np.ndarray], Any]:
     if target.backend not in BACKENDS:
         raise ValueError(f"unknown backend {target.backend!r}")
 
-    from ..models import create_model
+    from ..zoo import create_model
 
     model = create_model(target.model, weights=target.weights, **target.model_kwargs).eval()
     memory_format = torch.contiguous_format
@@ -288,7 +288,7 @@ def model_targets(
     """The targets of one lightnets model under ``backends``: exports the ONNX file (and
     its int8 version, calibrated on ``calibration``) into ``workdir`` once for all."""
     from ..cost import profile
-    from ..models import create_model
+    from ..zoo import create_model
     from .export import export_onnx
     from .quantize import quantize_onnx
 

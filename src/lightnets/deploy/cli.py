@@ -21,13 +21,14 @@ from typing import Any
 
 from torch import nn
 
+from ..zoo import add_model_options, create_model, model_for_weights, model_kwargs
 from .calibration import DEFAULT_CALIBRATION_IMAGES
 from .export import DEFAULT_OPSET, export_onnx
 from .quantize import CALIBRATION_METHODS, quantize_onnx
 from .runtime import Runtime, open_runtime
 
 __all__ = [
-    "BACKENDS",
+    "RUNTIMES",
     "add_backend_options",
     "add_bench_parser",
     "add_export_parser",
@@ -36,26 +37,17 @@ __all__ = [
     "model_for_backend",
 ]
 
-BACKENDS = ("pytorch", "onnxruntime")
-
-_ARCHITECTURE = ("width", "groups", "scale", "variant", "expansion", "bypass", "num_classes")
-
-
-def _architecture(args: argparse.Namespace) -> dict[str, Any]:
-    kwargs = {name: getattr(args, name) for name in _ARCHITECTURE if getattr(args, name, None) is not None}
-    if getattr(args, "no_shuffle", False):
-        kwargs["shuffle"] = False
-    return kwargs
+# The runtimes that predict and eval can classify with (``--backend``).
+RUNTIMES = ("pytorch", "onnxruntime")
 
 
 def _model(args: argparse.Namespace) -> nn.Module:
-    from ..models import create_model
-    from ..weights.load import model_name_of_weights
-
     if args.model is None and args.weights is None:
         raise ValueError("give a MODEL, --weights, or both")
-    name = args.model or model_name_of_weights(args.weights)
-    return create_model(name, weights=args.weights, weights_root=args.weights_root, **_architecture(args))
+    kwargs = model_kwargs(args, args.model)
+    if args.weights is None:
+        return create_model(args.model, **kwargs)
+    return model_for_weights(args.weights, args.model, args.weights_root, **kwargs)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -134,14 +126,7 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, 17 or newer ({DEFAULT_OPSET})"
     )
     p.add_argument("--no-fold", action="store_true", help="do not fold BatchNorm before exporting")
-    p.add_argument("--width", type=float, help="width multiplier alpha (MobileNets)")
-    p.add_argument("--groups", type=int, help="ShuffleNet group count g")
-    p.add_argument("--scale", type=float, help="ShuffleNet scale factor s")
-    p.add_argument("--no-shuffle", action="store_true", help="ShuffleNet without channel shuffle")
-    p.add_argument("--variant", help="MobileNet v1: separable, full or shallow")
-    p.add_argument("--expansion", type=float, help="MobileNetV2 expansion factor t")
-    p.add_argument("--bypass", choices=("simple", "complex"), help="SqueezeNet bypass")
-    p.add_argument("--num-classes", type=int, dest="num_classes", help="classes of the classifier")
+    add_model_options(p)
     q = p.add_argument_group("int8")
     q.add_argument("--int8", action="store_true", help="quantise to int8 (QDQ, per-channel weights)")
     q.add_argument("--calibration", metavar="DIR", help="folder of real images to calibrate on")
@@ -165,7 +150,7 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
     """``--backend`` and ``--threads`` for a command that runs a model (e.g. ``predict``)."""
     parser.add_argument(
         "--backend",
-        choices=BACKENDS,
+        choices=RUNTIMES,
         default=None,
         help="pytorch (default), or onnxruntime: run an .onnx file given as --weights, or the "
         "weights exported to ONNX (cached for weight tags); an .onnx file implies onnxruntime",
@@ -187,8 +172,8 @@ def model_for_backend(
     is_onnx = weights is not None and str(weights).endswith(".onnx")
     if backend is None:
         backend = "onnxruntime" if is_onnx else "pytorch"
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    if backend not in RUNTIMES:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {RUNTIMES}")
     if backend == "pytorch":
         if is_onnx:
             raise ValueError(f"{weights} is an ONNX file: run it with --backend onnxruntime")
@@ -254,14 +239,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         targets = []
         for item in items:
             model, weights = _model_and_weights(item)
+            options = model_kwargs(args, model)
             targets += model_targets(
                 model,
+                model_kwargs=options,
                 weights=weights,
                 backends=backends,
                 input_size=args.input_size,
                 calibration=args.calibration,
                 workdir=workdir,
-                label=item,
+                label=None if options else item,  # with options, the label spells them out
             )
         print(f"measuring the GEMM rate at {', '.join(map(str, threads))} thread(s) ...", file=sys.stderr)
         rates = {n: gemm_rate(n) for n in threads}
@@ -278,7 +265,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``bench`` subcommand to a ``add_subparsers()`` object; returns its parser."""
-    from .bench import BACKENDS, MIN_RUNS
+    from .bench import BACKENDS as BENCH_BACKENDS
+    from .bench import MIN_RUNS
 
     p = subparsers.add_parser(
         "bench",
@@ -288,7 +276,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
         "each backend and thread count, each measurement in a fresh process. Also measures "
         "the machine's fp32 GEMM rate and gives each model its floor, MAdds / that rate, the "
         "latency no backend can beat. Backends: "
-        + "; ".join(f"{name}: {text}" for name, text in BACKENDS.items())
+        + "; ".join(f"{name}: {text}" for name, text in BENCH_BACKENDS.items())
         + ".",
         epilog="examples:\n"
         "  lightnets bench                                   # the default sweep, all families\n"
@@ -307,7 +295,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--backends",
         default=",".join(DEFAULT_BENCH_BACKENDS),
-        help=f"comma-separated, from {', '.join(BACKENDS)} (default: {','.join(DEFAULT_BENCH_BACKENDS)})",
+        help=f"comma-separated, from {', '.join(BENCH_BACKENDS)} (default: {','.join(DEFAULT_BENCH_BACKENDS)})",
     )
     p.add_argument(
         "--threads", nargs="+", default=["1", "all"], help="thread counts, 'all' for every core (1 all)"
@@ -318,5 +306,6 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=int, help="input side (default: the weights' crop, or 224)")
     p.add_argument("--calibration", metavar="DIR", help="real images for the int8 backends")
     p.add_argument("--out", metavar="DIR", help="write bench.csv, bench.md and bench.png here")
+    add_model_options(p)
     p.set_defaults(func=cmd_bench)
     return p

@@ -190,27 +190,25 @@ def open_runtime(
     folder each time.
     """
     from .. import __version__
-    from ..models import create_model
-    from ..weights.load import model_name_of_weights
     from ..weights.spec import WEIGHTS
+    from ..zoo import model_for_weights
     from .export import DEFAULT_OPSET, export_onnx
 
     path = Path(weights)
     if path.suffix == ".onnx":
         return Runtime(path, threads=threads)
-    name = model or model_name_of_weights(weights)
     tagged = isinstance(weights, str) and weights in WEIGHTS
     if cache and tagged:
         target = _export_cache() / f"{weights}.lightnets-{__version__}.opset{DEFAULT_OPSET}.onnx"
         if not target.is_file():
-            loaded = create_model(name, weights=weights, weights_root=weights_root)
+            loaded = model_for_weights(weights, model, weights_root)
             partial = target.with_suffix(f".{os.getpid()}.part")
             export_onnx(loaded, partial)
             partial.replace(target)
         return Runtime(target, threads=threads)
     import tempfile
 
-    loaded = create_model(name, weights=weights, weights_root=weights_root)
+    loaded = model_for_weights(weights, model, weights_root)
     with tempfile.TemporaryDirectory() as folder:
         exported = export_onnx(loaded, Path(folder) / "model.onnx")
         return Runtime(exported, threads=threads)  # the session holds the model once loaded

@@ -2,14 +2,15 @@
 
 from . import mobilenet_v1, mobilenet_v2, reference, shufflenet_v1, squeezenet  # noqa: F401  (registers)
 from .base import Classifier, ClassifierHead, ConvClassifierHead, FeatureInfo
-from .registry import create_model, get_entry, list_models, register_model
+from .registry import build_model, entry_arguments, get_entry, list_models, register_model
 
 __all__ = [
     "Classifier",
     "ClassifierHead",
     "ConvClassifierHead",
     "FeatureInfo",
-    "create_model",
+    "build_model",
+    "entry_arguments",
     "get_entry",
     "list_models",
     "register_model",

@@ -1,4 +1,4 @@
-"""Model registry: ``create_model(name, **kwargs)`` and ``list_models(pattern)``.
+"""Model registry: ``build_model(name, **kwargs)`` and ``list_models(pattern)``.
 
 A registered name is a family (``mobilenet_v2``) or a self-describing preset of it
 (``mobilenet_v2_140`` = width 1.4), each a function that returns an ``nn.Module``.
@@ -68,16 +68,11 @@ def get_entry(name: str) -> ModelEntry:
         raise ValueError(f"unknown model {name!r}{hint} (known models: {', '.join(list_models())})") from None
 
 
-def create_model(
-    name: str, weights: str | None = None, weights_root: str | None = None, **kwargs: Any
-) -> nn.Module:
-    """Build a registered model: ``create_model("mobilenet_v2", width=1.4, num_classes=10)``.
+def entry_arguments(name: str, kwargs: dict[str, Any]) -> tuple[ModelEntry, dict[str, Any]]:
+    """The registry entry of ``name`` and the builder arguments it fixes merged with ``kwargs``.
 
-    ``weights`` loads a weight set by tag (``lightnets.list_weights()``) or a weights
-    file, building the model in the configuration the weights need; ``num_classes``
-    then replaces the classifier (fine-tuning). ``weights_root`` is a local folder of
-    original weight files (default ``$LIGHTNETS_WEIGHTS``). Unknown names and keyword
-    arguments the model does not take raise ``ValueError``.
+    Raises ``ValueError`` for an unknown name or an argument the builder does not take,
+    naming the arguments it does take.
     """
     entry = get_entry(name)
     accepted = inspect.signature(entry.builder).parameters
@@ -85,22 +80,18 @@ def create_model(
     if unknown:
         valid = ", ".join(k for k in accepted)
         raise ValueError(f"{name} does not take {', '.join(unknown)}; it takes: {valid}")
-    arguments = {**entry.defaults, **kwargs}
-    if weights is None:
-        return _build(entry, arguments)
-    from ..weights.load import load_weights, model_arguments_for
-
-    wanted_classes = arguments.pop("num_classes", None)
-    arguments = model_arguments_for(entry.builder.__name__, weights, arguments)
-    model = load_weights(_build(entry, arguments), weights, root=weights_root)
-    if wanted_classes is not None and wanted_classes != model.num_classes:
-        model.reset_classifier(wanted_classes)
-    return model
+    return entry, {**entry.defaults, **kwargs}
 
 
-def _build(entry: ModelEntry, arguments: dict[str, Any]) -> nn.Module:
+def build_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build the architecture ``name`` with random weights: ``build_model("mobilenet_v2", width=0.5)``.
+
+    The model records how it was built (``model_name``, ``model_kwargs``) for weight
+    files and exports. Loading weights is the composition layer's
+    (:func:`lightnets.create_model`).
+    """
+    entry, arguments = entry_arguments(name, kwargs)
     model = entry.builder(**arguments)
-    # Who built it and how, for weight files and exports to record.
     model.model_name = entry.builder.__name__
     model.model_kwargs = dict(arguments)
     return model

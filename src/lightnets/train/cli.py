@@ -12,8 +12,9 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
+from ..zoo import add_model_options, model_kwargs
+from ..zoo.options import given_model_options
 from .config import TrainConfig
 from .recipes import RECIPES
 
@@ -45,23 +46,10 @@ examples:
   torchrun --nproc_per_node=2 -m lightnets.train --model mobilenet_v2 --data imagenette/ --out runs/ddp
 """
 
-MODEL_OPTIONS = ("width", "groups", "scale", "expansion", "dropout", "variant", "bypass")
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``lightnets train``. Defaults are None, so explicit ones are known."""
     g = p.add_argument_group("model and data")
     g.add_argument("--model", help="a registered model (lightnets list); required unless --resume")
-    g.add_argument("--width", type=float, help="width multiplier alpha (MobileNets)")
-    g.add_argument("--groups", type=int, help="ShuffleNet group count g")
-    g.add_argument("--scale", type=float, help="ShuffleNet scale factor s")
-    g.add_argument("--expansion", type=float, help="MobileNetV2 expansion factor t")
-    g.add_argument("--dropout", type=float, help="dropout before the classifier")
-    g.add_argument("--variant", help="MobileNet v1: separable, full or shallow")
-    g.add_argument("--bypass", choices=("simple", "complex"), help="SqueezeNet bypass")
-    g.add_argument(
-        "--model-arg", action="append", metavar="KEY=VALUE", help="any other builder argument (JSON value)"
-    )
     g.add_argument("--data", metavar="DATA", help="training data (see above); required unless --resume")
     g.add_argument("--val-data", metavar="DATA", help="validation data (default: DATA's val/ or test/ split)")
     g.add_argument(
@@ -73,6 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resolution", type=int, help="input side in pixels (default 224)")
     g.add_argument("--out", required=True, metavar="DIR", help="the run folder")
     g.add_argument("--resume", action="store_true", help="continue the run in DIR")
+
+    add_model_options(p)
 
     g = p.add_argument_group("schedule and optimiser")
     g.add_argument("--epochs", type=int, help="default 10")
@@ -151,21 +141,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
     """The run the options describe, and whether it resumes one."""
-    given = {k: v for k, v in vars(args).items() if v is not None}
-    model_kwargs: dict[str, Any] = {name: given.pop(name) for name in MODEL_OPTIONS if name in given}
-    for item in given.pop("model_arg", []):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--model-arg takes KEY=VALUE, got {item!r}")
-        try:
-            model_kwargs[key] = json.loads(value)
-        except json.JSONDecodeError:
-            model_kwargs[key] = value
+    kwargs = model_kwargs(args, args.model)
+    given = {k: v for k, v in vars(args).items() if v is not None and k not in given_model_options(args)}
     resume = given.pop("resume", False)
     for key in ("command", "func", "format"):
         given.pop(key, None)
-    if model_kwargs:
-        given["model_kwargs"] = model_kwargs
+    if kwargs:
+        given["model_kwargs"] = kwargs
     if resume:
         saved = TrainConfig.load(given["out"])
         return saved.resume_with(given), True

@@ -1,0 +1,24 @@
+"""The composition layer: models with their weights, configuration and command options.
+
+Everything that combines the lower stages (``models``, ``weights``, ``cost``, ``data``)
+for the ones above (``train``, ``deploy``, the CLI) lives here, so that no lower stage
+imports a higher one:
+
+* :func:`create_model` builds a registered model and, with ``weights=``, loads a weight
+  set into the configuration those weights need;
+* :func:`transform_of` and :func:`labels_of` read a model's pretrained configuration;
+* :mod:`.options` turns the builders' signatures into the model options of every command.
+"""
+
+from .create import create_model, model_for_weights
+from .options import add_model_options, model_kwargs
+from .pretrained import labels_of, transform_of
+
+__all__ = [
+    "add_model_options",
+    "create_model",
+    "labels_of",
+    "model_for_weights",
+    "model_kwargs",
+    "transform_of",
+]

@@ -1,0 +1,49 @@
+"""``create_model``: a registered architecture, optionally with a weight set loaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..models import build_model, entry_arguments
+from ..weights.load import load_weights, model_arguments_for, model_name_of_weights
+
+
+def create_model(
+    name: str, weights: str | Path | None = None, weights_root: str | Path | None = None, **kwargs: Any
+) -> nn.Module:
+    """Build a registered model: ``create_model("mobilenet_v2", width=1.4, num_classes=10)``.
+
+    ``weights`` loads a weight set by tag (``lightnets.list_weights()``) or a weights
+    file, building the model in the configuration the weights need; ``num_classes``
+    then replaces the classifier (fine-tuning). ``weights_root`` is a local folder of
+    original weight files (default ``$LIGHTNETS_WEIGHTS``). Unknown names and keyword
+    arguments the model does not take raise ``ValueError``.
+    """
+    if weights is None:
+        return build_model(name, **kwargs)
+    entry, arguments = entry_arguments(name, kwargs)
+    wanted_classes = arguments.pop("num_classes", None)
+    builder = entry.builder.__name__
+    arguments = model_arguments_for(builder, weights, arguments)
+    model = load_weights(build_model(builder, **arguments), weights, root=weights_root)
+    if wanted_classes is not None and wanted_classes != model.num_classes:
+        model.reset_classifier(wanted_classes)
+    return model
+
+
+def model_for_weights(
+    weights: str | Path,
+    model: str | None = None,
+    weights_root: str | Path | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """The model ``weights`` describe (a tag, or a file that records its model), loaded.
+
+    ``model`` names the registered model for files that do not say (a torchvision
+    checkpoint, a foreign release file).
+    """
+    name = model or model_name_of_weights(weights)
+    return create_model(name, weights=weights, weights_root=weights_root, **kwargs)

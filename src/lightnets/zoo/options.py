@@ -1,0 +1,182 @@
+"""The model options of every command, generated from the registered builders.
+
+Each argument of a registered builder (``width``, ``groups``, ``shuffle``, ``dropout``
+...) becomes one command-line option, typed from the builder's annotation and explained
+by the ``Args:`` section of its docstring. Every command that takes a model calls
+:func:`add_model_options`, so a new builder argument appears in all of them without a
+CLI file changing. Options default to ``None``: an option not given keeps the chosen
+model's own default (dropout, for one, differs by family), and :func:`model_kwargs`
+refuses an option the chosen model does not take, listing the ones it does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import re
+import types
+import typing
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..models import entry_arguments, get_entry, list_models
+
+# Builder arguments that a command sets itself, or that only weight files set.
+NOT_OPTIONS = frozenset({"padding", "in_channels"})
+
+
+@dataclass
+class ModelOption:
+    """One builder argument as a command-line option."""
+
+    name: str  # the builder's keyword
+    kind: type  # int, float, str or bool
+    choices: tuple[Any, ...] | None = None
+    help: str = ""
+    models: list[str] = field(default_factory=list)  # the builders that take it
+    defaults: dict[str, Any] = field(default_factory=dict)  # builder -> its default
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def _base_type(annotation: Any) -> tuple[type, tuple[Any, ...] | None]:
+    """``float`` for ``float | None``; ``str`` with choices for a ``Literal``."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        values = typing.get_args(annotation)
+        return type(values[0]), values
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(members) == 1:
+            return _base_type(members[0])
+        return str, None
+    if annotation in (int, float, str, bool):
+        return annotation, None
+    return str, None
+
+
+def docstring_arguments(function: Callable[..., Any]) -> dict[str, str]:
+    """The ``Args:`` section of a Google-style docstring: argument -> its text."""
+    doc = inspect.getdoc(function) or ""
+    match = re.search(r"^Args:\s*\n(.*?)(?:^\S|\Z)", doc + "\n", flags=re.M | re.S)
+    if not match:
+        return {}
+    described: dict[str, str] = {}
+    current = None
+    for line in match.group(1).splitlines():
+        item = re.match(r"^\s{2,}(\w+)(?:\s*\([^)]*\))?:\s*(.*)$", line)
+        if item and (current is None or len(line) - len(line.lstrip()) <= 4):
+            current = item.group(1)
+            described[current] = item.group(2).strip()
+        elif current and line.strip():
+            described[current] += " " + line.strip()
+    return described
+
+
+def model_options() -> list[ModelOption]:
+    """Every argument of every registered builder, in the order the builders list them."""
+    options: dict[str, ModelOption] = {}
+    builders: dict[str, Callable[..., Any]] = {}
+    # The four families first, the reference models (which take only the common
+    # arguments) last, so the help lists options in the order a reader meets them.
+    names = sorted(list_models(), key=lambda n: (get_entry(n).family == "reference", n))
+    for name in names:
+        builder = get_entry(name).builder
+        builders.setdefault(builder.__name__, builder)
+    for builder_name, builder in builders.items():
+        hints = typing.get_type_hints(builder)
+        described = docstring_arguments(builder)
+        for parameter in inspect.signature(builder).parameters.values():
+            if parameter.name in NOT_OPTIONS or parameter.kind is parameter.VAR_KEYWORD:
+                continue
+            kind, choices = _base_type(hints.get(parameter.name, str))
+            option = options.setdefault(parameter.name, ModelOption(parameter.name, kind, choices))
+            if choices and option.choices != choices:
+                option.choices = tuple(dict.fromkeys((option.choices or ()) + choices))
+            if not option.help and described.get(parameter.name):
+                option.help = described[parameter.name]
+            option.models.append(builder_name)
+            option.defaults[builder_name] = parameter.default
+    return list(options.values())
+
+
+def _help_text(option: ModelOption) -> str:
+    defaults = {repr(v) for v in option.defaults.values()}
+    if len(defaults) == 1:
+        default = f"default {defaults.pop()}"
+    else:
+        default = "default: " + ", ".join(f"{m} {v!r}" for m, v in option.defaults.items())
+    takers = ", ".join(option.models) if len(option.models) < 6 else "every model"
+    text = option.help or option.name.replace("_", " ")
+    return f"{text} ({takers}; {default})".replace("%", "%%")
+
+
+def add_model_options(parser: argparse.ArgumentParser, title: str = "model options") -> None:
+    """Add one option per builder argument to ``parser``, in a group of their own.
+
+    Every option defaults to ``None`` (not given), so :func:`model_kwargs` passes on
+    only what the user asked for.
+    """
+    group = parser.add_argument_group(
+        title, "the arguments of the registered builders; each model takes its own (lightnets list)"
+    )
+    for option in model_options():
+        if option.kind is bool:
+            group.add_argument(
+                option.flag,
+                dest=option.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=_help_text(option),
+            )
+        else:
+            group.add_argument(
+                option.flag,
+                dest=option.name,
+                type=option.kind,
+                choices=option.choices,
+                default=None,
+                metavar=option.name.upper() if option.choices is None else None,
+                help=_help_text(option),
+            )
+
+
+def given_model_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The model options present in ``args`` with a value (given on the command line)."""
+    names = (option.name for option in model_options())
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def model_kwargs(args: argparse.Namespace, model: str | None) -> dict[str, Any]:
+    """The builder arguments the user gave for ``model``; refuses any it does not take.
+
+    With ``model`` ``None`` (not known yet, e.g. read from the weights later) the given
+    options are returned unchecked; :func:`lightnets.create_model` checks them then.
+    """
+    given = given_model_options(args)
+    if model is not None and given:
+        try:
+            entry_arguments(model, given)
+        except ValueError:
+            builder = get_entry(model).builder
+            takes = [
+                "--" + p.replace("_", "-") for p in inspect.signature(builder).parameters if p not in NOT_OPTIONS
+            ]
+            wrong = sorted(
+                "--" + k.replace("_", "-") for k in given if k not in inspect.signature(builder).parameters
+            )
+            raise ValueError(
+                f"{model} does not take {', '.join(wrong)}; its options are {', '.join(takes)}"
+            ) from None
+    return given
+
+
+def option_names() -> Iterable[str]:
+    """The flags :func:`add_model_options` adds (``--width``, ``--no-shuffle`` ...)."""
+    for option in model_options():
+        yield option.flag
+        if option.kind is bool:
+            yield "--no-" + option.flag[2:]
