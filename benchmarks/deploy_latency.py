@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from lightnets import create_model  # noqa: E402
 from lightnets.deploy.bench import (  # noqa: E402
     BACKENDS,
     Measurement,
@@ -48,7 +49,6 @@ from lightnets.deploy.bench import (  # noqa: E402
 )
 from lightnets.deploy.bench_report import write_report  # noqa: E402
 from lightnets.deploy.export import export_onnx  # noqa: E402
-from lightnets import create_model  # noqa: E402
 from lightnets.weights.spec import get_weights  # noqa: E402
 from lightnets.weights.store import resolve  # noqa: E402
 from peers import import_timm, import_torchvision  # noqa: E402

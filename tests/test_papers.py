@@ -7,9 +7,8 @@ by ``lightnets compare`` and in the README), and differs by less than 5%.
 
 import pytest
 
-from lightnets import papers
+from lightnets import create_model, papers
 from lightnets.cost import profile
-from lightnets import create_model
 
 # Exact counts (multiply-adds, parameters) of every model the papers' tables describe.
 EXACT = {

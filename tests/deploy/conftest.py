@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from lightnets.zoo import transform_of
 from lightnets.deploy import calibration_files, prepare_images
+from lightnets.zoo import transform_of
 
 
 @pytest.fixture
