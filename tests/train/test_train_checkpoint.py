@@ -69,7 +69,7 @@ def test_sigkill_while_writing_leaves_the_previous_checkpoint(tmp_path):
     process = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
     assert process.returncode == -signal.SIGKILL, process.stderr.decode()
     leftovers = [p for p in tmp_path.iterdir() if p.name != "checkpoint.pt"]
-    assert len(leftovers) == 1 and leftovers[0].name.endswith(".tmp")
+    assert len(leftovers) == 1 and leftovers[0].name.startswith(".checkpoint.pt.")
     state = ckpt.load_checkpoint(tmp_path / "checkpoint.pt")
     assert state["step"] == 1 and torch.equal(state["weights"], torch.ones(1000))
     ckpt.remove_stale_temporaries(tmp_path)

@@ -281,10 +281,10 @@ def test_distillation_run_caches_teacher_logits(tiny_imagenette, tmp_path, one_t
     student["epochs"] = 2
     train(TrainConfig(**TINY, **student, out=str(tmp_path / "s1")))
     first = json.loads((tmp_path / "s1" / "summary.json").read_text())["teacher_cache"]
-    assert first == {"misses": 16, "hits": 16}  # epoch 2 repeats view 0: all cached
+    assert first == {"misses": 16, "hits": 16, "repaired": 0}  # epoch 2 repeats view 0: all cached
     train(TrainConfig(**TINY, **student, out=str(tmp_path / "s2")))
     second = json.loads((tmp_path / "s2" / "summary.json").read_text())["teacher_cache"]
-    assert second == {"misses": 0, "hits": 32}
+    assert second == {"misses": 0, "hits": 32, "repaired": 0}
     a, b = tensors(tmp_path / "s1" / "model.safetensors"), tensors(tmp_path / "s2" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)  # cached logits are the teacher's exactly
     # A checkpoint is a teacher too (here the one the teacher run ended with).
@@ -309,7 +309,12 @@ def test_cli_subcommand_builds_the_config(tmp_path):
     config, resume = config_from_args(args)
     assert resume and config.workers == 3 and config.model_kwargs == {"width": 0.5, "expansion": 4}
     args = root.parse_args(["train", "--out", str(tmp_path / "r"), "--resume", "--epochs", "9"])
-    with pytest.raises(ValueError, match="epochs=9"):
+    assert config_from_args(args)[0].epochs == 9  # a run can be extended
+    args = root.parse_args(["train", "--out", str(tmp_path / "r"), "--resume", "--epochs", "2"])
+    with pytest.raises(ValueError, match="epochs=2 .*extended, not shortened"):
+        config_from_args(args)
+    args = root.parse_args(["train", "--out", str(tmp_path / "r"), "--resume", "--lr", "0.5"])
+    with pytest.raises(ValueError, match="lr=0.5"):
         config_from_args(args)
     with pytest.raises(ValueError, match="--model and --data"):
         config_from_args(root.parse_args(["train", "--out", str(tmp_path / "x")]))

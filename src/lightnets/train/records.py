@@ -6,14 +6,20 @@ per second) and ``epoch`` (training averages and validation accuracy). Both go t
 killed run resumes from step k, records after step k (written after its last
 checkpoint; the checkpoint counts the records before it) are dropped first, so the
 files read as if the run had never stopped.
+
+The logs are strict JSON (a non-finite number is written ``null``, never ``NaN``) and
+grow one whole line per write, flushed; files rewritten whole are replaced atomically.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
+
+from ..files import append_line, atomic_path, finite_json, write_text
 
 JSONL = "metrics.jsonl"
 CSV = "metrics.csv"
@@ -47,42 +53,52 @@ class MetricsLog:
         self.count = len(kept)
 
     def _rewrite(self, records: list[dict[str, Any]]) -> None:
-        temporary = self.jsonl.with_name(f".{JSONL}.tmp")
-        temporary.write_text("".join(json.dumps(r) + "\n" for r in records))
-        temporary.replace(self.jsonl)
-        epochs = [r for r in records if r["kind"] == "epoch"]
-        self.csv.unlink(missing_ok=True)
-        for record in epochs:
-            self._append_csv(record)
+        write_text(self.jsonl, "".join(_json_line(r) + "\n" for r in records))
+        epochs = [_csv_row(r) for r in records if r["kind"] == "epoch"]
+        if epochs:
+            columns = list(dict.fromkeys(key for row in epochs for key in row))
+            write_text(self.csv, _csv_text(columns, epochs, header=True))
+        else:
+            self.csv.unlink(missing_ok=True)
 
     def write(self, record: dict[str, Any]) -> None:
-        with open(self.jsonl, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_line(self.jsonl, _json_line(record))
         self.count += 1
         if record["kind"] == "epoch":
             self._append_csv(record)
 
     def _append_csv(self, record: dict[str, Any]) -> None:
-        row = {k: v for k, v in record.items() if k != "kind"}
-        new = not self.csv.is_file()
-        if not new:
+        row = _csv_row(record)
+        if not self.csv.is_file():
+            write_text(self.csv, _csv_text(list(row), [row], header=True))
+            return
+        with open(self.csv, newline="") as handle:
+            header = next(csv.reader(handle), [])
+        if header != list(row):
+            # Another set of columns (e.g. validation added on resume): rewrite with the union.
             with open(self.csv, newline="") as handle:
-                header = next(csv.reader(handle), [])
-            if header != list(row):
-                # Another set of columns (e.g. validation added on resume): rewrite with the union.
-                with open(self.csv, newline="") as handle:
-                    rows = [*csv.DictReader(handle), row]
-                columns = list(dict.fromkeys([*header, *row]))
-                with open(self.csv, "w", newline="") as handle:
-                    writer = csv.DictWriter(handle, columns)
-                    writer.writeheader()
-                    writer.writerows(rows)
-                return
-        with open(self.csv, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+                rows = [*csv.DictReader(handle), row]
+            columns = list(dict.fromkeys([*header, *row]))
+            write_text(self.csv, _csv_text(columns, rows, header=True))
+            return
+        append_line(self.csv, _csv_text(list(row), [row], header=False))
+
+
+def _json_line(record: dict[str, Any]) -> str:
+    return json.dumps(finite_json(record), allow_nan=False)
+
+
+def _csv_row(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in finite_json(record).items() if k != "kind"}
+
+
+def _csv_text(columns: list[str], rows: list[dict[str, Any]], header: bool) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, lineterminator="\n")
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def plot_curves(records: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
@@ -119,6 +135,9 @@ def plot_curves(records: list[dict[str, Any]], path: str | Path, title: str = ""
         fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as temporary:
+            fig.savefig(temporary, format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
     return path

@@ -14,6 +14,14 @@ dropout mask by (seed, step, image); the learning rate is a function of the step
 checkpoint holds the optimiser, EMA and BatchNorm state and the position in the epoch.
 (The random streams are saved and restored as well, for code that does use them.)
 
+Why a run that cannot work writes nothing: the options, the data (it exists and holds
+readable images), the model (its name and options build; the resolution fits it) and the
+teacher (its classes are the data's) are all checked before the folder is touched. A run
+that goes wrong later stops with a ``ValueError`` saying why and where: a loss or
+gradient that is not finite (nothing of that step is saved; the checkpoint keeps the
+last good state), a full or read-only disk (the file being written is named, the previous
+one is kept).
+
 Why N processes compute what one process computes with the same global batch: every
 process takes an equal slice of the same global batch; BatchNorm statistics are
 synchronised over the global batch (:mod:`.sync_batchnorm`); dropout is keyed to the
@@ -24,7 +32,7 @@ gradients over processes, so each process's sum is scaled by the process count).
 from __future__ import annotations
 
 import inspect
-import json
+import math
 import random
 import time
 import warnings
@@ -37,21 +45,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ..data.images import UnreadableImage
 from ..data.train_transforms import IMAGENET_MEAN, IMAGENET_STD, TrainTransform
-from ..models import create_model
+from ..files import OutputError, write_bytes, write_json, write_text
 from ..weights import PretrainedConfig
-from ..weights.lightnets_format import write_safetensors
+from ..weights.lightnets_format import METADATA_KEY
 from ..weights.load import metadata_json
+from ..zoo import create_model
 from . import distributed
 from .checkpoint import (
     LATEST,
+    RunLock,
     load_checkpoint,
     remove_stale_temporaries,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
-from .config import CONFIG_FILE, TrainConfig
+from .config import CONFIG_FILE, EXECUTION_FIELDS, EXTENDABLE_FIELDS, TrainConfig
 from .data import (
     AugmentedImages,
     Batch,
@@ -79,6 +90,10 @@ class SkippedImageWarning(UserWarning):
     """An image of the training or validation data could not be read and was left out."""
 
 
+class NonFiniteError(ValueError):
+    """The loss or the gradients stopped being finite numbers: the run diverged."""
+
+
 @dataclass
 class TrainResult:
     """How a run ended (``val_*`` are None without validation data)."""
@@ -101,7 +116,11 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     """
     env = distributed.setup(config.device)
     try:
-        return Trainer(config, env, resume).run()
+        trainer = Trainer(config, env, resume)
+        try:
+            return trainer.run()
+        finally:
+            trainer.close()
     finally:
         distributed.cleanup(env)
 
@@ -112,13 +131,57 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def build_model(name: str, weights: str | None, num_classes: int, kwargs: dict) -> nn.Module:
+    """``create_model`` with any failure to build said as a ``ValueError`` naming the model."""
+    try:
+        return create_model(name, weights=weights, num_classes=num_classes, **kwargs)
+    except ValueError:
+        raise
+    except Exception as error:  # a builder rejecting an option's value in its own way
+        options = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "its default options"
+        raise ValueError(f"cannot build {name} with {options}: {error}") from None
+
+
+def check_resolution(model: nn.Module, name: str, resolution: int) -> None:
+    """``ValueError`` unless an input of ``resolution`` pixels passes ``model``."""
+    try:
+        check = getattr(model, "check_input_size", None)
+        if check is not None:
+            check(resolution, resolution)
+        else:
+            was_training = model.training
+            model.eval()
+            with torch.no_grad():
+                model(torch.zeros(1, 3, resolution, resolution))
+            model.train(was_training)
+    except (ValueError, RuntimeError) as error:
+        raise ValueError(f"--resolution {resolution} does not fit {name}: {error}") from None
+
+
+def check_readable(source, indices: list[int], path: str | None, what: str) -> None:
+    """``ValueError`` naming ``path`` unless at least one of these images can be read
+    (reads images until one can: one, normally)."""
+    if not indices:
+        raise ValueError(f"{path} holds no {what} images")
+    reason = ""
+    for index in indices:
+        try:
+            source.image(index)
+            return
+        except UnreadableImage as error:
+            reason = str(error)
+    raise ValueError(f"none of the {len(indices)} {what} images in {path} can be read (e.g. {reason})")
+
+
 class Trainer:
     """One run's state and loop; see the module docstring. Use :func:`train`."""
 
     def __init__(self, config: TrainConfig, env: distributed.DistEnv, resume: bool = False) -> None:
         self.env = env
-        self.out = Path(config.out)
-        config = self._check_folder(config.resolved(), resume)
+        self.out = Path(config.out)  # as given: every file of the run is found from it
+        self.lock: RunLock | None = None
+        # Everything is checked before anything is written.
+        config, self.changes = self._plan(config, resume)
         self.config = config
         if config.threads:
             torch.set_num_threads(config.threads)
@@ -131,37 +194,97 @@ class Trainer:
         self.epoch = 0
         self.batch_in_epoch = 0
         self.step = 0
+        self.saved_step: int | None = None  # the step of the checkpoint on disk
         self.elapsed = 0.0
         self.records_written = 0
         self.epoch_sums = [0.0, 0.0, 0.0]  # loss sum, correct, images of the current epoch
         self.interval_sums = [0.0, 0.0, 0.0]  # the same since the last step record
         self.last_epoch_record: dict | None = None
         self.warned: set[str] = set()
-        self.metrics = MetricsLog(self.out) if env.is_main else None
-        checkpoint = self.out / LATEST
-        if resume and checkpoint.is_file():
-            self._restore(load_checkpoint(checkpoint))
-        if self.metrics is not None:
-            self.metrics.truncate(self.records_written)
+        self.metrics: MetricsLog | None = None
+        try:
+            self._open_folder(resume)
+        except BaseException:
+            self.close()
+            raise
         self.ddp = self._wrap()
 
+    def close(self) -> None:
+        """Let go of the run folder (another process may continue the run)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
     # ----------------------------------------------------------------- set-up
-    def _check_folder(self, config: TrainConfig, resume: bool) -> TrainConfig:
-        if resume:
-            saved = TrainConfig.load(self.out).resolved()
-            config = saved.resume_with({k: v for k, v in config.to_dict().items() if k != "out"})
-            config.out = str(self.out)
-        elif (self.out / CONFIG_FILE).is_file() or (self.out / LATEST).is_file():
-            raise ValueError(
-                f"{self.out} already holds a training run; continue it with --resume or pick another --out"
-            )
-        distributed.barrier(self.env)  # every process has looked before rank 0 writes
+    def _plan(self, config: TrainConfig, resume: bool) -> tuple[TrainConfig, dict[str, tuple]]:
+        """The run to do, and the options a resumption changes (``{name: (old, new)}``)."""
+        config = config.resolved().with_absolute_paths()
+        if not resume:
+            if (self.out / CONFIG_FILE).is_file() or (self.out / LATEST).is_file():
+                raise ValueError(
+                    f"{self.out} already holds a training run; continue it with --resume or pick another --out"
+                )
+            return config, {}
+        saved = TrainConfig.load(self.out).resolved()
+        continued = saved.resume_with(config.to_dict())
+        changes = saved.differences(continued, ignore=EXECUTION_FIELDS)
+        return continued, changes
+
+    def _open_folder(self, resume: bool) -> None:
+        """Take the folder (lock, config, records), and with ``resume`` the checkpoint."""
+        distributed.barrier(self.env)  # every process has checked before rank 0 writes
+        checkpoint = self.out / LATEST
         if self.env.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise OutputError(
+                    f"cannot create the run folder {self.out}: {error.strerror or error}", self.out, error.errno
+                ) from None
+            self.lock = RunLock(self.out).acquire()
+        state = load_checkpoint(checkpoint) if resume and checkpoint.is_file() else None
+        if state is not None:
+            self._check_checkpoint(state, checkpoint)
+        if self.env.is_main:
             remove_stale_temporaries(self.out)
-            config.save(self.out)
+            self.config.save(self.out)
+            if self.teacher is not None and self.config.teacher_cache:
+                TeacherCache(self.config.teacher_cache, len(self.train_source), len(self.classes), self.cache_key)
         distributed.barrier(self.env)
-        return config
+        if self.teacher is not None and self.config.teacher_cache:
+            self.teacher_cache = TeacherCache(
+                self.config.teacher_cache, len(self.train_source), len(self.classes), self.cache_key, create=False
+            )
+        self.metrics = MetricsLog(self.out) if self.env.is_main else None
+        if state is not None:
+            self._restore(state)
+            self.saved_step = self.step
+        if self.metrics is not None:
+            self.metrics.truncate(self.records_written)
+            if self.changes:
+                changed = {k: list(v) for k, v in self.changes.items()}
+                self._record({"kind": "resume", "step": self.step, "changed": changed})
+                if self.config.progress:
+                    tqdm.write(
+                        "resuming with "
+                        + ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in self.changes.items())
+                    )
+
+    def _check_checkpoint(self, state: dict, path: Path) -> None:
+        """Refuse a checkpoint another run wrote (a copied file, another configuration)."""
+        try:
+            theirs = TrainConfig.from_stored(state["config"], self.out).resolved()
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{path} does not describe its run ({error}); it cannot be resumed") from None
+        differ = theirs.differences(self.config, ignore=EXECUTION_FIELDS | EXTENDABLE_FIELDS)
+        if theirs.epochs > self.config.epochs:
+            differ["epochs"] = (theirs.epochs, self.config.epochs)
+        if differ:
+            listed = ", ".join(f"{k}={a!r} (the run has {b!r})" for k, (a, b) in differ.items())
+            raise ValueError(
+                f"{path} belongs to another run: {listed}; resume the run it came from, "
+                f"or remove it to restart this one"
+            )
 
     def _build_data(self) -> None:
         c = self.config
@@ -178,6 +301,16 @@ class Trainer:
             )
         self.train_indices = first_per_class(self.train_source, c.limit_per_class)
         self.val_indices = first_per_class(self.val_source, c.val_limit_per_class) if self.val_source else []
+        if len(self.train_indices) < c.batch_size:
+            raise ValueError(
+                f"{c.data}: {len(self.train_indices)} training images"
+                + (f" (--limit-per-class {c.limit_per_class})" if c.limit_per_class else "")
+                + f" do not fill one batch of {c.batch_size}; give a --batch-size of at most "
+                f"{len(self.train_indices)}"
+            )
+        check_readable(self.train_source, self.train_indices, c.data, "training")
+        if self.val_source is not None:
+            check_readable(self.val_source, self.val_indices, val_path, "validation")
         self.sampler = ShardedBatches(
             self.train_indices, c.batch_size, c.seed, self.env.rank, self.env.world_size, c.views
         )
@@ -186,7 +319,8 @@ class Trainer:
     def _build_model(self) -> None:
         c = self.config
         num_classes = len(self.classes)
-        self.model = create_model(c.model, weights=c.weights, num_classes=num_classes, **c.model_kwargs)
+        self.model = build_model(c.model, c.weights, num_classes, c.model_kwargs)
+        check_resolution(self.model, c.model, c.resolution)
         loaded = getattr(self.model, "pretrained_cfg", None)
         mean, std, order = IMAGENET_MEAN, IMAGENET_STD, "RGB"
         if c.weights and loaded is not None:
@@ -243,7 +377,7 @@ class Trainer:
         self.teacher_cache = None
         if not c.teacher:
             return
-        self.teacher = load_teacher(c.teacher, c.teacher_weights, len(self.classes)).to(
+        self.teacher = load_teacher(c.teacher, c.teacher_weights, len(self.classes), self.classes).to(
             self.device, self.dtype
         )
         if c.channels_last:
@@ -257,11 +391,8 @@ class Trainer:
         if c.teacher_cache:
             names = [self.train_source.name_of(i) for i in self.train_indices]
             details = {"transform": self.transform.to_dict(), "seed": c.seed, "views": c.views}
-            key = fingerprint(self.teacher, names, details)
-            if self.env.is_main:
-                TeacherCache(c.teacher_cache, len(self.train_source), len(self.classes), key)
-            distributed.barrier(self.env)
-            self.teacher_cache = TeacherCache(c.teacher_cache, len(self.train_source), len(self.classes), key)
+            self.cache_key = fingerprint(self.teacher, names, details)
+            # Opened (and created) with the run folder: nothing is written before that.
 
     def _wrap(self) -> nn.Module:
         if not self.env.distributed:
@@ -283,7 +414,8 @@ class Trainer:
     # ----------------------------------------------------------------- state
     def _state(self) -> dict:
         return {
-            "config": self.config.to_dict(),
+            "config": self.config.stored(self.out),
+            "classes": list(self.classes),
             # How to rebuild the network (with what weights from a tag or file fixed).
             "model_name": self.model_name,
             "model_kwargs": self.model_kwargs,
@@ -307,9 +439,13 @@ class Trainer:
         }
 
     def _restore(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise ValueError(f"{self.out / LATEST} does not fit this run's model: {error}") from None
         self.schedule.load_state_dict(state["schedule"])
+        self.schedule.epochs = self.config.epochs  # a run extended on resume
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
         if self.scaler is not None and state["scaler"] is not None:
@@ -329,6 +465,18 @@ class Trainer:
             if self.teacher_cache is not None:
                 self.teacher_cache.flush()
             save_checkpoint(self._state(), self.out / LATEST)
+        self.saved_step = self.step
+
+    def _diverged(self, what: str, value: float) -> NonFiniteError:
+        kept = (
+            f"{self.out / LATEST} keeps the last good state (step {self.saved_step})"
+            if self.saved_step is not None
+            else "no checkpoint had been written yet"
+        )
+        return NonFiniteError(
+            f"the {what} is not finite ({value}) at step {self.step + 1} (epoch {self.epoch + 1}); "
+            f"training stopped and {kept}. A lower --lr (now {self.config.lr:g}) or --clip-grad may help"
+        )
 
     # ----------------------------------------------------------------- steps
     def _teacher_logits(self, batch: Batch, images: Tensor) -> Tensor:
@@ -341,6 +489,11 @@ class Trainer:
         with torch.no_grad(), self._autocast():
             inputs = renormalise(images, self.transform.mean, self.transform.std, *self.teacher_norm)
             logits = self.teacher(inputs).to(self.dtype)
+        if not bool(torch.isfinite(logits).all()):
+            raise NonFiniteError(
+                f"the teacher {self.config.teacher} gives logits that are not finite numbers at step "
+                f"{self.step + 1} (epoch {self.epoch + 1}); check its weights"
+            )
         if self.teacher_cache is not None:
             self.teacher_cache.store(view, batch.indices, logits)
         return logits
@@ -387,6 +540,8 @@ class Trainer:
         total_loss, total_correct, total_images = distributed.all_reduce_sum(
             self.env, [loss_sum, correct, float(len(batch))]
         )
+        if not math.isfinite(total_loss):
+            raise self._diverged("loss", total_loss)
         self.optimizer.zero_grad(set_to_none=True)
         if total_images > 0:
             # A sum over this process's images over the global count: the average over
@@ -398,7 +553,13 @@ class Trainer:
             else:
                 loss.backward()
             if c.clip_grad:
-                nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_grad)
+                norm = nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_grad)
+            elif self.scaler is None:
+                grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+                norm = nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+            # The fp16 gradient scaler skips steps with overflowing gradients by design.
+            if self.scaler is None and not math.isfinite(float(norm)):
+                raise self._diverged("gradient norm", float(norm))
             if self.scaler is not None:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
@@ -528,6 +689,10 @@ class Trainer:
 
     def _end_epoch(self, epoch: int, started: float, lr: float) -> None:
         c = self.config
+        if not self.epoch_sums[2]:
+            raise ValueError(
+                f"no training image of {c.data} could be read in epoch {epoch + 1}; nothing was learnt"
+            )
         record: dict = {
             "kind": "epoch",
             "step": self.step,
@@ -566,8 +731,15 @@ class Trainer:
         self.save()
 
     def _export(self, model: nn.Module, path: Path) -> Path:
+        """The weights as a lightnets safetensors file (and its ``.json``), written whole."""
+        from safetensors.torch import save as safetensors_bytes
+
         model.pretrained_cfg = PretrainedConfig(str(self.out), self.eval_transform, self.classes)
-        return write_safetensors(model, path, metadata_json(model, self.model_name, self.model_kwargs))
+        metadata = metadata_json(model, self.model_name, self.model_kwargs)
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        write_bytes(path, safetensors_bytes(state, metadata={METADATA_KEY: metadata}))
+        write_text(path.with_suffix(".json"), metadata + "\n")
+        return path
 
     def _finish(self) -> TrainResult:
         weights = None
@@ -592,13 +764,17 @@ class Trainer:
                 "wall_time": self.elapsed,
                 "skipped_images": sorted(self.warned),
                 "teacher_cache": (
-                    {"hits": self.teacher_cache.hits, "misses": self.teacher_cache.misses}
+                    {
+                        "hits": self.teacher_cache.hits,
+                        "misses": self.teacher_cache.misses,
+                        "repaired": self.teacher_cache.repaired,
+                    }
                     if self.teacher_cache is not None
                     else None
                 ),
                 "last_epoch": last,
             }
-            (self.out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+            write_json(self.out / SUMMARY, summary)
         distributed.barrier(self.env)
         return TrainResult(
             self.out,
