@@ -8,13 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from .data.datasets import ImageDataset, collate_skipping, open_dataset
 from .data.images import UnreadableImage, is_image_file, load_image
 from .data.transforms import EvalTransform
-from .zoo import labels_of, transform_of
+from .zoo import Model, labels_of, num_classes_of, transform_of
 
 
 @dataclass
@@ -39,12 +38,12 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, inputs: Iterable[str | Path], topk: int = 5, transform: EvalTransform | None = None
+    model: Model, inputs: Iterable[str | Path], topk: int = 5, transform: EvalTransform | None = None
 ) -> tuple[list[Prediction], list[str]]:
     """Top-k classes of each image; returns (predictions, messages about skipped files)."""
     transform = transform or transform_of(model)
     names = labels_of(model)
-    topk = min(topk, model.num_classes)
+    topk = min(topk, num_classes_of(model))
     model.eval()
     predictions, skipped = [], []
     for path in expand_inputs(inputs):
@@ -88,7 +87,7 @@ class EvalResult:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module,
+    model: Model,
     data: str | Path | ImageDataset,
     transform: EvalTransform | None = None,
     batch_size: int = 32,
@@ -119,7 +118,7 @@ def evaluate(
             if batch is None:
                 continue
             images, labels, indices = batch
-            top = model(images).topk(min(5, model.num_classes), dim=1).indices
+            top = model(images).topk(min(5, num_classes_of(model)), dim=1).indices
             hit1 = top[:, 0] == labels
             correct1 += int(hit1.sum())
             correct5 += int((top == labels[:, None]).any(dim=1).sum())

@@ -92,6 +92,7 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     """
     entry, arguments = entry_arguments(name, kwargs)
     model = entry.builder(**arguments)
-    model.model_name = entry.builder.__name__
-    model.model_kwargs = dict(arguments)
+    # Plain attributes, not submodules: setattr keeps nn.Module's typed __setattr__ out of it.
+    setattr(model, "model_name", entry.builder.__name__)  # noqa: B010
+    setattr(model, "model_kwargs", dict(arguments))  # noqa: B010
     return model

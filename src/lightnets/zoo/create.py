@@ -9,6 +9,7 @@ from torch import nn
 
 from ..models import build_model, entry_arguments
 from ..weights.load import load_weights, model_arguments_for, model_name_of_weights
+from .pretrained import num_classes_of
 
 
 def create_model(
@@ -29,8 +30,11 @@ def create_model(
     builder = entry.builder.__name__
     arguments = model_arguments_for(builder, weights, arguments)
     model = load_weights(build_model(builder, **arguments), weights, root=weights_root)
-    if wanted_classes is not None and wanted_classes != model.num_classes:
-        model.reset_classifier(wanted_classes)
+    if wanted_classes is not None and wanted_classes != num_classes_of(model):
+        reset_classifier = getattr(model, "reset_classifier", None)
+        if not callable(reset_classifier):
+            raise ValueError(f"{name} cannot replace its classifier for num_classes={wanted_classes}")
+        reset_classifier(wanted_classes)
     return model
 
 

@@ -163,7 +163,9 @@ def model_kwargs(args: argparse.Namespace, model: str | None) -> dict[str, Any]:
         except ValueError:
             builder = get_entry(model).builder
             takes = [
-                "--" + p.replace("_", "-") for p in inspect.signature(builder).parameters if p not in NOT_OPTIONS
+                "--" + p.replace("_", "-")
+                for p in inspect.signature(builder).parameters
+                if p not in NOT_OPTIONS
             ]
             wrong = sorted(
                 "--" + k.replace("_", "-") for k in given if k not in inspect.signature(builder).parameters
