@@ -214,3 +214,61 @@ def test_layers_the_engine_refuses_stay_float_and_are_named(monkeypatch):
         assert (
             torch.corrcoef(torch.stack([model(images).flatten(), quantized(images).flatten()]))[0, 1] > 0.95
         )
+
+
+def test_calibration_reader_feeds_each_batch_once():
+    from onnxruntime.quantization import CalibrationDataReader
+
+    from lightnets.deploy.quantize import _batch_reader_class
+
+    batches = [torch.zeros(2, 3, 4, 4), torch.ones(1, 3, 4, 4)]
+    reader = _batch_reader_class()("input", batches)
+    assert isinstance(reader, CalibrationDataReader) and len(reader) == 2
+    fed = list(reader)
+    assert [f["input"].shape for f in fed] == [(2, 3, 4, 4), (1, 3, 4, 4)]
+    assert reader.get_next() is None
+
+
+def tiny_onnx(path):
+    """Conv-ReLU-pool-Gemm written with onnx.helper: quantisable, and seconds cheaper than an export."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    weights = {
+        "w": rng.normal(size=(8, 3, 3, 3)).astype(np.float32),
+        "b": np.zeros(8, np.float32),
+        "fc_w": rng.normal(size=(5, 8)).astype(np.float32),
+        "fc_b": np.zeros(5, np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["input", "w", "b"], ["conv"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("Relu", ["conv"], ["relu"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["relu"], ["pool"], name="pool"),
+        helper.make_node("Flatten", ["pool"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1, name="fc"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 16, 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 5])],
+        [numpy_helper.from_array(value, name) for name, value in weights.items()],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("method", ["minmax", "entropy"])
+def test_onnx_int8_calibrates_every_image_and_hides_no_warning(tmp_path, method):
+    """The histogram methods take the images one at a time; no warning is filtered away."""
+    import warnings
+
+    fp32 = tiny_onnx(tmp_path / "fp32.onnx")
+    images = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        int8 = quantize_onnx(fp32, tmp_path / "int8.onnx", images, method=method, batch_size=2)
+    info = quantization_info(int8)
+    assert info["method"] == method and info["calibration"] == "3 prepared images"
+    ops = [n.op_type for n in onnx.load(str(int8)).graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
