@@ -13,7 +13,7 @@ from tqdm import tqdm
 from .data.datasets import ImageDataset, collate_skipping, open_dataset
 from .data.images import UnreadableImage, is_image_file, load_image
 from .data.transforms import EvalTransform
-from .zoo import Model, labels_of, num_classes_of, transform_of
+from .zoo import Model, labels_of, num_classes_of, pretrained_config, transform_of
 
 
 @dataclass
@@ -24,8 +24,11 @@ class Prediction:
     probabilities: list[float]
 
 
-def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
-    """Files as given, and the image files inside any folder given (sorted)."""
+def expand_inputs(inputs: str | Path | Iterable[str | Path]) -> list[Path]:
+    """Files as given, and the image files inside any folder given (sorted). One path
+    (a string or a ``Path``) is one input, not a sequence of characters."""
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
     paths: list[Path] = []
     for item in inputs:
         path = Path(item)
@@ -38,9 +41,17 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
 
 @torch.no_grad()
 def predict(
-    model: Model, inputs: Iterable[str | Path], topk: int = 5, transform: EvalTransform | None = None
+    model: Model,
+    inputs: str | Path | Iterable[str | Path],
+    topk: int = 5,
+    transform: EvalTransform | None = None,
 ) -> tuple[list[Prediction], list[str]]:
-    """Top-k classes of each image; returns (predictions, messages about skipped files)."""
+    """Top-k classes of each image; returns (predictions, messages about skipped files).
+
+    ``inputs`` is an image file, a folder of images, or a list of them.
+    """
+    if topk < 1:
+        raise ValueError(f"topk must be at least 1, got {topk}")
     transform = transform or transform_of(model)
     names = labels_of(model)
     topk = min(topk, num_classes_of(model))
@@ -58,6 +69,48 @@ def predict(
             Prediction(str(path), indices.tolist(), [names[i] for i in indices.tolist()], values.tolist())
         )
     return predictions, skipped
+
+
+def dataset_for(model: Model, data: str | Path) -> ImageDataset:
+    """The labelled images of ``data`` with labels in the model's own class indices."""
+    config = pretrained_config(model)
+    categories = config.categories if config is not None else ""
+    root = Path(data)
+    class_folders = root.is_dir() and not (root / "labels.csv").is_file()
+    if not class_folders or not isinstance(categories, list):
+        return open_dataset(data)  # ImageNet wnids -> ImageNet indices, or the given labels
+    # The model names its classes (it was trained on class folders): match by name.
+    dataset = open_dataset(data, imagenet_labels=False)
+    index = {name: position for position, name in enumerate(categories)}
+    unmatched = [name for name in dataset.classes if name not in index]
+    if unmatched:
+        shown = ", ".join(unmatched[:5]) + (" ..." if len(unmatched) > 5 else "")
+        raise ValueError(
+            f"{root}: the class folders {shown} are not classes of the model "
+            f"(its {len(categories)} classes: {', '.join(categories[:10])}{' ...' if len(categories) > 10 else ''})"
+        )
+    relabel = [index[name] for name in dataset.classes]
+    dataset.samples = [(path, relabel[label]) for path, label in dataset.samples]
+    dataset.classes = list(categories)
+    return dataset
+
+
+def spread_over_classes(samples: list[tuple[Path, int]], limit: int) -> list[tuple[Path, int]]:
+    """``limit`` samples taken in turn from each class (in file order within a class)."""
+    by_class: dict[int, list[tuple[Path, int]]] = {}
+    for sample in samples:
+        by_class.setdefault(sample[1], []).append(sample)
+    queues = [iter(group) for _, group in sorted(by_class.items())]
+    chosen: list[tuple[Path, int]] = []
+    while queues and len(chosen) < limit:
+        alive = []
+        for queue in queues:
+            sample = next(queue, None)
+            if sample is not None and len(chosen) < limit:
+                chosen.append(sample)
+                alive.append(queue)
+        queues = alive
+    return chosen
 
 
 @dataclass
@@ -97,13 +150,19 @@ def evaluate(
 ) -> EvalResult:
     """Top-1 and top-5 accuracy (percent) of ``model`` on a labelled image set.
 
-    Unreadable images are skipped (listed in ``skipped``) and do not count in ``n``.
+    Class folders are matched to the model's own class names when it has them (a model
+    trained on those folders), and to ImageNet classes when the model scores ImageNet
+    and the folders are wnids; a folder that matches neither is refused. ``limit``
+    takes that many images spread evenly over the classes. Unreadable images are
+    skipped (listed in ``skipped``) and do not count in ``n``.
     """
-    dataset = data if isinstance(data, ImageDataset) else open_dataset(data)
+    dataset = data if isinstance(data, ImageDataset) else dataset_for(model, data)
     transform = transform or transform_of(model)
     dataset.transform, dataset.min_side = transform, transform.resize
     if limit is not None:
-        dataset.samples = dataset.samples[:limit]
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1 image, got {limit}")
+        dataset.samples = spread_over_classes(dataset.samples, limit)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_skipping
     )

@@ -11,8 +11,10 @@ from pathlib import Path
 from torch import nn
 
 from . import papers
+from .arguments import non_negative_int, positive_int
 from .classify import evaluate, predict
 from .cost import profile
+from .data.images import DEFAULT_MAX_PIXELS, ENV_MAX_PIXELS, set_max_pixels
 from .deploy.cli import add_backend_options, add_bench_parser, add_export_parser, model_for_backend
 from .models import get_entry, list_models
 from .render import FORMATS, render
@@ -239,9 +241,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def model_with_weights(args: argparse.Namespace) -> nn.Module:
     """The model ``--weights`` (and ``--model``, when the weights do not say) describe."""
-    return model_for_weights(
-        args.weights, args.model, args.weights_root, **model_kwargs(args, args.model)
-    )
+    return model_for_weights(args.weights, args.model, args.weights_root, **model_kwargs(args, args.model))
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
@@ -345,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--memory, its peak activation memory.",
     )
     p.add_argument("model", help="a registered name (see 'lightnets list')")
-    p.add_argument("--resolution", type=int, default=224, help="input side in pixels (default 224)")
+    p.add_argument("--resolution", type=positive_int, default=224, help="input side in pixels (default 224)")
     add_model_options(p)
     p.add_argument("--by-layer", action="store_true", help="one row per layer")
     p.add_argument("--by-kind", action="store_true", help="totals per layer kind (default view)")
@@ -387,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     _add_weights_options(p)
-    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--topk", type=positive_int, default=5, help="classes to print per image (5)")
     p.add_argument("--format", choices=("table", "json"), default="table")
     add_backend_options(p)
     p.set_defaults(func=cmd_predict)
@@ -401,9 +401,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, metavar="DIR")
     _add_weights_options(p)
     p.add_argument("--per-class", action="store_true", help="accuracy of each class")
-    p.add_argument("--limit", type=int, help="evaluate only the first N images")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=0, help="image-loading processes")
+    p.add_argument(
+        "--limit", type=positive_int, metavar="N", help="evaluate N images, taken evenly from every class"
+    )
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--workers", type=non_negative_int, default=0, help="image-loading processes")
     p.add_argument("--format", choices=("table", "json"), default="table")
     add_backend_options(p)
     p.set_defaults(func=cmd_eval)
@@ -423,17 +425,45 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
     add_export_parser(sub)
     add_bench_parser(sub)
+    for command in sub.choices.values():
+        add_common_options(command)
     return parser
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """Options every subcommand takes: how images are read and how errors are shown."""
+    parser.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        metavar="N",
+        help=f"refuse (skip) images above N pixels before decoding them (default {DEFAULT_MAX_PIXELS:,}, "
+        f"about 16k x 11k; ${ENV_MAX_PIXELS} sets it too)",
+    )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.max_pixels is not None:
+        set_max_pixels(args.max_pixels)
     try:
         return args.func(args)
-    except ValueError as error:
-        print(f"lightnets {args.command}: error: {error}", file=sys.stderr)
+    except (ValueError, OSError) as error:
+        # Bad input and unwritable outputs end in one line naming the problem.
+        if args.debug:
+            raise
+        text = str(error) if isinstance(error, ValueError) else _describe_os_error(error)
+        print(f"lightnets {args.command}: error: {text}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"lightnets {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _describe_os_error(error: OSError) -> str:
+    where = f" ({error.filename})" if error.filename else ""
+    return f"{error.strerror or error}{where}"
 
 
 if __name__ == "__main__":

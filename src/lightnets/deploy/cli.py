@@ -21,6 +21,7 @@ from typing import Any
 
 from torch import nn
 
+from ..arguments import at_least, non_negative_int, positive_int
 from ..zoo import add_model_options, create_model, model_for_weights, model_kwargs
 from .calibration import DEFAULT_CALIBRATION_IMAGES
 from .export import DEFAULT_OPSET, export_onnx
@@ -121,9 +122,11 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--weights-root", metavar="DIR", help="folder of original weight files ($LIGHTNETS_WEIGHTS)"
     )
     p.add_argument("-o", "--output", required=True, metavar="FILE.onnx")
-    p.add_argument("--input-size", type=int, help="input side in pixels (default: the weights' crop, or 224)")
     p.add_argument(
-        "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, 17 or newer ({DEFAULT_OPSET})"
+        "--input-size", type=positive_int, help="input side in pixels (default: the weights' crop, or 224)"
+    )
+    p.add_argument(
+        "--opset", type=at_least(17), default=DEFAULT_OPSET, help=f"ONNX opset, 17 or newer ({DEFAULT_OPSET})"
     )
     p.add_argument("--no-fold", action="store_true", help="do not fold BatchNorm before exporting")
     add_model_options(p)
@@ -132,7 +135,7 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     q.add_argument("--calibration", metavar="DIR", help="folder of real images to calibrate on")
     q.add_argument(
         "--calibration-images",
-        type=int,
+        type=positive_int,
         default=DEFAULT_CALIBRATION_IMAGES,
         metavar="N",
         help=f"images taken evenly from the folder ({DEFAULT_CALIBRATION_IMAGES})",
@@ -141,7 +144,9 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     q.add_argument("--reduce-range", action="store_true", help="7-bit weights (CPUs without VNNI)")
     v = p.add_argument_group("verification")
     v.add_argument("--verify", metavar="DIR", help="compare with PyTorch on images from this folder")
-    v.add_argument("--verify-images", type=int, default=64, metavar="N", help="images to compare on (64)")
+    v.add_argument(
+        "--verify-images", type=positive_int, default=64, metavar="N", help="images to compare on (64)"
+    )
     p.set_defaults(func=cmd_export)
     return p
 
@@ -155,7 +160,9 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
         help="pytorch (default), or onnxruntime: run an .onnx file given as --weights, or the "
         "weights exported to ONNX (cached for weight tags); an .onnx file implies onnxruntime",
     )
-    parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores)")
+    parser.add_argument(
+        "--threads", type=positive_int, help="ONNX Runtime intra-op threads (default: all cores)"
+    )
 
 
 def model_for_backend(
@@ -300,10 +307,12 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--threads", nargs="+", default=["1", "all"], help="thread counts, 'all' for every core (1 all)"
     )
-    p.add_argument("--runs", type=int, default=MIN_RUNS, help=f"timed batch-1 calls, >= {MIN_RUNS}")
-    p.add_argument("--warmup", type=int, default=10, help="untimed calls first (10)")
-    p.add_argument("--batch", type=int, default=16, help="batch size of the throughput figure (16)")
-    p.add_argument("--input-size", type=int, help="input side (default: the weights' crop, or 224)")
+    p.add_argument(
+        "--runs", type=at_least(MIN_RUNS), default=MIN_RUNS, help=f"timed batch-1 calls, >= {MIN_RUNS}"
+    )
+    p.add_argument("--warmup", type=non_negative_int, default=10, help="untimed calls first (10)")
+    p.add_argument("--batch", type=positive_int, default=16, help="batch size of the throughput figure (16)")
+    p.add_argument("--input-size", type=positive_int, help="input side (default: the weights' crop, or 224)")
     p.add_argument("--calibration", metavar="DIR", help="real images for the int8 backends")
     p.add_argument("--out", metavar="DIR", help="write bench.csv, bench.md and bench.png here")
     add_model_options(p)
