@@ -13,8 +13,7 @@ from pathlib import Path
 
 import torch
 
-from lightnets.cli import report_sections
-from lightnets.papers import FIGURES, measure
+from lightnets.papers import FIGURES, measure, report_sections
 from lightnets.plots import accuracy_vs_madds
 
 RESULTS = Path(__file__).parent / "results"

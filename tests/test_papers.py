@@ -92,15 +92,15 @@ def test_mobilenet_v1_table2_shares():
 
 
 def test_separable_cost_reduction_is_one_over_n_plus_one_over_k_squared():
-    rows = {label: (m, p) for label, m, p, *_ in papers.mobilenet_v1_table3()}
-    full, separable = rows["Convolution"][0], rows["Depthwise Separable Conv"][0]
+    rows = {row.label: row for row in papers.mobilenet_v1_table3()}
+    full, separable = rows["Convolution"].madds, rows["Depthwise Separable Conv"].madds
     assert separable / full == pytest.approx(1 / 512 + 1 / 9)
 
 
 def test_mobilenet_v1_table3():
-    for label, madds, params, printed_madds, printed_params in papers.mobilenet_v1_table3():
-        assert papers.within_printed_precision(printed_madds, madds), label
-        assert papers.within_printed_precision(printed_params, params), label
+    for row in papers.mobilenet_v1_table3():
+        assert papers.within_printed_precision(row.printed_madds, row.madds), row.label
+        assert papers.within_printed_precision(row.printed_params, row.params), row.label
 
 
 # MobileNetV2's Table 3 (channels, KB of 16-bit activations). Cells where the printed
@@ -121,15 +121,28 @@ MEMORY_PINNED = {
 
 
 def test_mobilenet_v2_table3_memory():
-    for column, size, channels, kb, printed_channels, printed_kb in papers.memory_table3():
-        if size == 0:  # the "max" row
-            assert abs(kb / float(printed_kb) - 1) < 0.05, column
+    rows = papers.memory_table3()
+    assert [row.figure for row in rows] == list(papers.MEMORY_TABLE3)
+    for row in rows:
+        figure, channels, kb = row.figure, row.channels, row.kilobytes
+        if figure.size is None:  # the "max" row
+            assert abs(kb / float(figure.kilobytes) - 1) < 0.05, figure.column
             continue
-        if (column, size) in MEMORY_PINNED:
-            assert (channels, kb) == MEMORY_PINNED[(column, size)]
+        if (figure.column, figure.size) in MEMORY_PINNED:
+            assert (channels, kb) == MEMORY_PINNED[(figure.column, figure.size)]
             continue
-        assert channels == printed_channels, (column, size)
+        assert channels == figure.channels, figure
         # The paper rounds KB to 2-3 significant digits (1605.6 -> "1600") and truncates
         # the 1x1 row (2.56 -> "2").
-        close = abs(kb / float(printed_kb) - 1) < 0.05 or int(kb) == int(printed_kb)
-        assert close, (column, size, kb, printed_kb)
+        close = abs(kb / float(figure.kilobytes) - 1) < 0.05 or int(kb) == int(figure.kilobytes)
+        assert close, (figure, kb)
+
+
+def test_report_sections_render_every_table(monkeypatch):
+    monkeypatch.setattr(papers, "FIGURES", papers.FIGURES[:1])  # the others are measured above
+    sections = dict(papers.report_sections("markdown"))
+    assert len(sections) == 5
+    assert "| 1.0 MobileNet-224 |" in sections["Multiply-adds and parameters"]
+    table3 = next(text for title, text in sections.items() if title.startswith("MobileNetV2, Table 3"))
+    assert "| max " in table3 and "not materialised (first-layer trick)" in table3
+    assert len(table3.splitlines()) == 2 + len(papers.MEMORY_TABLE3)

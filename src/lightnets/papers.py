@@ -5,7 +5,8 @@ registry name, keyword arguments and input size), the printed numbers as strings
 their precision is kept: ``"569"`` means 568.5 <= x < 569.5, ``"4.2"`` means
 4.15 <= x < 4.25) and, where the paper and a faithful model cannot agree, a note that
 says why. ``lightnets compare`` prints these rows next to what :func:`profile`
-measures; the tests check every one.
+measures; the tests check every one. :func:`report_sections` renders every reproduced
+table (``lightnets report``, ``benchmarks/paper_tables.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from .cost import profile
+from .render import render
 from .zoo import create_model
 
 
@@ -361,8 +363,19 @@ MOBILENET_V1_TABLE3 = (
 )
 
 
-def mobilenet_v1_table3() -> list[tuple[str, float, float, str, str]]:
-    """Measure each row of Table 3: (row, MAdds M, params M, printed MAdds, printed params)."""
+@dataclass(frozen=True)
+class LayerComparison:
+    """One row of MobileNet v1's Table 3, measured next to the printed figures."""
+
+    label: str
+    madds: float  # millions, measured
+    params: float  # millions, measured
+    printed_madds: str  # millions, as printed
+    printed_params: str  # millions, as printed
+
+
+def mobilenet_v1_table3() -> list[LayerComparison]:
+    """Measure each row of Table 3 (one 14x14x512 layer made cheaper step by step)."""
     from .layers import ConvBNAct, DepthwiseSeparable
 
     rows = []
@@ -370,19 +383,31 @@ def mobilenet_v1_table3() -> list[tuple[str, float, float, str, str]]:
         channels = int(512 * width)
         layer = ConvBNAct(channels, channels, 3) if kind == "full" else DepthwiseSeparable(channels, channels)
         report = profile(layer, (channels, side, side))
-        rows.append((label, report.madds / 1e6, report.params / 1e6, madds, params))
+        rows.append(LayerComparison(label, report.madds / 1e6, report.params / 1e6, madds, params))
     return rows
 
 
 @dataclass(frozen=True)
 class MemoryFigure:
-    """One cell of MobileNetV2's Table 3: max channels / memory (KB, 16-bit) at a size."""
+    """One cell of MobileNetV2's Table 3: max channels / memory (KB, 16-bit) at a size.
+
+    ``size`` None is the column's "max" row (the largest tensor anywhere), which prints
+    kilobytes only.
+    """
 
     column: str
-    size: int
-    channels: int
-    kilobytes: str
-    note: str = ""
+    size: int | None
+    channels: int | None
+    kilobytes: str  # as printed; the paper's KB are 1000 bytes
+
+
+@dataclass(frozen=True)
+class MemoryComparison:
+    """A :class:`MemoryFigure` next to what the block execution model measures."""
+
+    figure: MemoryFigure
+    channels: int  # of the largest tensor at that size; 0 when none is materialised
+    kilobytes: float
 
 
 # MobileNetV2, Table 3, as printed (first row after the paper's first-layer trick).
@@ -393,35 +418,36 @@ MEMORY_COLUMNS = {
     # 2x with g = 2 (Table 1: 200 at 1x); 2x g = 3 has 480, 960, 1920.
     "ShuffleNet (2x, g=2)": ("shufflenet_v1", {"groups": 2, "scale": 2.0}, True),
 }
+_V1M, _V2M, _SHM = MEMORY_COLUMNS
 MEMORY_TABLE3 = (
-    ("MobileNetV1", 112, 64, "1600"),
-    ("MobileNetV1", 56, 128, "800"),
-    ("MobileNetV1", 28, 256, "400"),
-    ("MobileNetV1", 14, 512, "200"),
-    ("MobileNetV1", 7, 1024, "199"),
-    ("MobileNetV1", 1, 1024, "2"),
-    ("MobileNetV2", 112, 16, "400"),
-    ("MobileNetV2", 56, 32, "200"),
-    ("MobileNetV2", 28, 64, "100"),
-    ("MobileNetV2", 14, 160, "62"),
-    ("MobileNetV2", 7, 320, "32"),
-    ("MobileNetV2", 1, 1280, "2"),
-    ("ShuffleNet (2x, g=2)", 112, 32, "800"),
-    ("ShuffleNet (2x, g=2)", 56, 48, "300"),
-    ("ShuffleNet (2x, g=2)", 28, 400, "600"),
-    ("ShuffleNet (2x, g=2)", 14, 800, "310"),
-    ("ShuffleNet (2x, g=2)", 7, 1600, "156"),
-    ("ShuffleNet (2x, g=2)", 1, 1600, "3"),
+    MemoryFigure(_V1M, 112, 64, "1600"),
+    MemoryFigure(_V1M, 56, 128, "800"),
+    MemoryFigure(_V1M, 28, 256, "400"),
+    MemoryFigure(_V1M, 14, 512, "200"),
+    MemoryFigure(_V1M, 7, 1024, "199"),
+    MemoryFigure(_V1M, 1, 1024, "2"),
+    MemoryFigure(_V2M, 112, 16, "400"),
+    MemoryFigure(_V2M, 56, 32, "200"),
+    MemoryFigure(_V2M, 28, 64, "100"),
+    MemoryFigure(_V2M, 14, 160, "62"),
+    MemoryFigure(_V2M, 7, 320, "32"),
+    MemoryFigure(_V2M, 1, 1280, "2"),
+    MemoryFigure(_SHM, 112, 32, "800"),
+    MemoryFigure(_SHM, 56, 48, "300"),
+    MemoryFigure(_SHM, 28, 400, "600"),
+    MemoryFigure(_SHM, 14, 800, "310"),
+    MemoryFigure(_SHM, 7, 1600, "156"),
+    MemoryFigure(_SHM, 1, 1600, "3"),
+    # The "max" row.
+    MemoryFigure(_V1M, None, None, "1600"),
+    MemoryFigure(_V2M, None, None, "400"),
+    MemoryFigure(_SHM, None, None, "600"),
 )
-MEMORY_TABLE3_MAX = {"MobileNetV1": "1600", "MobileNetV2": "400", "ShuffleNet (2x, g=2)": "600"}
 
 
-def memory_table3() -> list[tuple[str, int, int, float, int, str]]:
-    """Measure Table 3 under the block execution model, 16-bit activations.
-
-    Returns (column, size, measured channels, measured KB, printed channels, printed KB)
-    per printed cell; the paper's KB are 1000 bytes.
-    """
+def memory_table3() -> list[MemoryComparison]:
+    """Measure every printed cell of Table 3 under the block execution model, 16-bit
+    activations, in the table's order."""
     from .cost.memory import activation_memory
 
     reports = {
@@ -431,10 +457,109 @@ def memory_table3() -> list[tuple[str, int, int, float, int, str]]:
         for column, (name, kwargs, trick) in MEMORY_COLUMNS.items()
     }
     out = []
-    for column, size, channels, kilobytes in MEMORY_TABLE3:
-        row = reports[column].row(size)
-        measured_channels, measured_kb = (row.channels, row.bytes / 1000) if row else (0, 0.0)
-        out.append((column, size, measured_channels, measured_kb, channels, kilobytes))
-    for column, report in reports.items():
-        out.append((column, 0, 0, report.max_tensor_bytes / 1000, 0, MEMORY_TABLE3_MAX[column]))
+    for figure in MEMORY_TABLE3:
+        report = reports[figure.column]
+        if figure.size is None:
+            out.append(MemoryComparison(figure, 0, report.max_tensor_bytes / 1000))
+            continue
+        row = report.row(figure.size)
+        channels, kilobytes = (row.channels, row.bytes / 1000) if row else (0, 0.0)
+        out.append(MemoryComparison(figure, channels, kilobytes))
     return out
+
+
+COMPARISON_HEADERS = (
+    "model",
+    "input",
+    "paper MAdds (M)",
+    "measured MAdds (M)",
+    "same",
+    "paper params (M)",
+    "measured params (M)",
+    "same",
+    "paper top-1 %",
+    "source",
+)
+
+
+def comparison_rows(comparisons: list[Comparison]) -> list[tuple]:
+    """One row under :data:`COMPARISON_HEADERS` per comparison."""
+
+    def mark(ok: bool | None) -> str:
+        return "" if ok is None else ("yes" if ok else "no")
+
+    rows = []
+    for c in comparisons:
+        f = c.figure
+        rows.append(
+            (
+                f.label,
+                f.resolution,
+                f.madds or "",
+                round(c.madds, 2),
+                mark(c.madds_matches),
+                f.params or "",
+                round(c.params, 3),
+                mark(c.params_matches),
+                "" if f.top1 is None else str(f.top1),
+                f.source,
+            )
+        )
+    return rows
+
+
+def report_sections(fmt: str = "markdown") -> list[tuple[str, str]]:
+    """Every reproduced paper table, rendered in ``fmt``: (title, text) pairs."""
+    comparisons = [measure(f) for f in FIGURES]
+    sections = [
+        ("Multiply-adds and parameters", render(COMPARISON_HEADERS, comparison_rows(comparisons), fmt))
+    ]
+    notes = "\n".join(f"- {c.figure.label}: {c.figure.note}" for c in comparisons if c.figure.note)
+    sections.append(("Where the papers and a faithful model differ", notes))
+
+    v1 = profile(create_model("mobilenet_v1"))
+    rows = [
+        (kind, madds, round(v1.kind(kind).madds_share, 2), params, round(v1.kind(kind).params_share, 2))
+        for kind, madds, params in MOBILENET_V1_TABLE2
+    ]
+    text = render(("layer kind", "paper MAdds %", "measured", "paper params %", "measured"), rows, fmt)
+    sections.append(
+        ("MobileNet v1, Table 2: resources per layer kind", text + "\n\n" + MOBILENET_V1_TABLE2_NOTE)
+    )
+
+    rows = [
+        (r.label, r.printed_madds, round(r.madds, 2), r.printed_params, round(r.params, 3))
+        for r in mobilenet_v1_table3()
+    ]
+    sections.append(
+        (
+            "MobileNet v1, Table 3: one 14x14x512 layer made cheaper",
+            render(("layer", "paper MAdds (M)", "measured", "paper params (M)", "measured"), rows, fmt),
+        )
+    )
+
+    def printed_cell(f: MemoryFigure) -> str:
+        return f.kilobytes if f.size is None else f"{f.channels}/{f.kilobytes}"
+
+    def measured_cell(m: MemoryComparison) -> str:
+        if m.figure.size is None:
+            return f"{m.kilobytes:.1f}"
+        return f"{m.channels}/{m.kilobytes:.1f}" if m.channels else "not materialised (first-layer trick)"
+
+    rows = [
+        (
+            m.figure.column,
+            "max" if m.figure.size is None else f"{m.figure.size}x{m.figure.size}",
+            printed_cell(m.figure),
+            measured_cell(m),
+        )
+        for m in memory_table3()
+    ]
+    sections.append(
+        (
+            "MobileNetV2, Table 3: largest tensor per spatial size, channels/KB "
+            "(16-bit activations, each block one operation)",
+            render(("network", "size", "paper", "measured"), rows, fmt),
+        )
+    )
+    return sections
