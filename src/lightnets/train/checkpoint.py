@@ -169,7 +169,9 @@ class RunLock:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             except OSError as error:
-                raise OutputError(f"{error.strerror or error} creating {self.path}", self.path, error.errno) from None
+                raise OutputError(
+                    f"{error.strerror or error} creating {self.path}", self.path, error.errno
+                ) from None
             try:
                 holder = self._read(fd)
                 if fcntl is not None:
@@ -201,7 +203,9 @@ class RunLock:
                 os.fsync(fd)
             except OSError as error:
                 os.close(fd)
-                raise OutputError(f"{error.strerror or error} writing {self.path}", self.path, error.errno) from None
+                raise OutputError(
+                    f"{error.strerror or error} writing {self.path}", self.path, error.errno
+                ) from None
             except BaseException:
                 os.close(fd)
                 raise

@@ -45,8 +45,17 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _check_range(name: str, value: Any, low: float | None, high: float | None, *, low_open: bool = False,
-                 high_open: bool = False, integer: bool = False, unset: str = "") -> None:
+def _check_range(
+    name: str,
+    value: Any,
+    low: float | None,
+    high: float | None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    integer: bool = False,
+    unset: str = "",
+) -> None:
     """``ValueError`` naming the option, the value and the accepted range."""
     if value is None:
         return
@@ -150,8 +159,14 @@ class TrainConfig:
         r("batch_size", self.batch_size, 1, None, integer=True)
         r("resolution", self.resolution, 1, None, integer=True)
         r("limit_per_class", self.limit_per_class, 1, None, integer=True, unset=" (or unset: every image)")
-        r("val_limit_per_class", self.val_limit_per_class, 1, None, integer=True,
-          unset=" (or unset: every image)")
+        r(
+            "val_limit_per_class",
+            self.val_limit_per_class,
+            1,
+            None,
+            integer=True,
+            unset=" (or unset: every image)",
+        )
         r("backbone_lr_scale", self.backbone_lr_scale, 0, None)
         r("lr", self.lr, 0, None, low_open=True, unset=" (or unset: the recipe's)")
         r("momentum", self.momentum, 0, 1, high_open=True)
@@ -170,8 +185,14 @@ class TrainConfig:
         r("seed", self.seed, 0, 2**63 - 1, integer=True)
         r("workers", self.workers, 0, None, integer=True)
         r("threads", self.threads, 1, None, integer=True, unset=" (or unset: PyTorch's default)")
-        r("checkpoint_every", self.checkpoint_every, 0, None, integer=True,
-          unset=" (0: at the end of each epoch only)")
+        r(
+            "checkpoint_every",
+            self.checkpoint_every,
+            0,
+            None,
+            integer=True,
+            unset=" (0: at the end of each epoch only)",
+        )
         r("log_every", self.log_every, 0, None, integer=True, unset=" (0: epoch records only)")
         if self.amp not in ("auto", "off", "bf16", "fp16"):
             raise ValueError(f"--amp must be auto, off, bf16 or fp16, got {self.amp!r}")
@@ -225,7 +246,9 @@ class TrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown training options: {', '.join(unknown)}")
-        missing = sorted(f.name for f in fields(cls) if f.name in ("model", "data", "out") and f.name not in data)
+        missing = sorted(
+            f.name for f in fields(cls) if f.name in ("model", "data", "out") and f.name not in data
+        )
         if missing:
             raise ValueError(f"training options missing: {', '.join(missing)}")
         return cls(**data)

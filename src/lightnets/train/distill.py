@@ -20,8 +20,10 @@ writing an entry and its checksum) is recomputed, with a warning.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import warnings
 import zlib
 from pathlib import Path
@@ -31,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..files import write_text
+from ..files import OutputError, write_text
 from ..weights.load import model_name_of_weights
 from ..zoo import create_model
 from .checkpoint import load_checkpoint
@@ -193,8 +195,19 @@ class TeacherCache:
             )
         elif not create:
             return False
-        with open(path, "ab") as handle:
-            handle.truncate(nbytes)
+        try:
+            with open(path, "ab") as handle:
+                handle.truncate(nbytes)
+                if hasattr(os, "posix_fallocate") and nbytes:
+                    # Claim the blocks now: a full disk is an error here, not a SIGBUS
+                    # when a memory-mapped page is written back later.
+                    try:
+                        os.posix_fallocate(handle.fileno(), 0, nbytes)
+                    except OSError as error:
+                        if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                            raise
+        except OSError as error:
+            raise OutputError(f"{error.strerror or error} writing {path}", path, error.errno) from None
         return True
 
     def _view(self, view: int, create: bool = True) -> tuple[np.memmap, np.memmap] | None:

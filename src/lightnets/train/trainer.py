@@ -239,7 +239,9 @@ class Trainer:
                 self.out.mkdir(parents=True, exist_ok=True)
             except OSError as error:
                 raise OutputError(
-                    f"cannot create the run folder {self.out}: {error.strerror or error}", self.out, error.errno
+                    f"cannot create the run folder {self.out}: {error.strerror or error}",
+                    self.out,
+                    error.errno,
                 ) from None
             self.lock = RunLock(self.out).acquire()
         state = load_checkpoint(checkpoint) if resume and checkpoint.is_file() else None
@@ -249,11 +251,17 @@ class Trainer:
             remove_stale_temporaries(self.out)
             self.config.save(self.out)
             if self.teacher is not None and self.config.teacher_cache:
-                TeacherCache(self.config.teacher_cache, len(self.train_source), len(self.classes), self.cache_key)
+                TeacherCache(
+                    self.config.teacher_cache, len(self.train_source), len(self.classes), self.cache_key
+                )
         distributed.barrier(self.env)
         if self.teacher is not None and self.config.teacher_cache:
             self.teacher_cache = TeacherCache(
-                self.config.teacher_cache, len(self.train_source), len(self.classes), self.cache_key, create=False
+                self.config.teacher_cache,
+                len(self.train_source),
+                len(self.classes),
+                self.cache_key,
+                create=False,
             )
         self.metrics = MetricsLog(self.out) if self.env.is_main else None
         if state is not None:
@@ -291,9 +299,13 @@ class Trainer:
         # Decode JPEGs shrunk by powers of two while they stay twice the training side:
         # even the smallest random crops then keep their detail; huge photos decode fast.
         min_side = 2 * c.resolution
-        self.train_source = open_source(c.data, "train", min_side)
-        val_path = c.val_data or (c.data if has_split(c.data, "val") else None)
-        self.val_source = open_source(val_path, "val", min_side) if val_path else None
+        try:
+            self.train_source = open_source(c.data, "train", min_side)
+            val_path = c.val_data or (c.data if has_split(c.data, "val") else None)
+            self.val_source = open_source(val_path, "val", min_side) if val_path else None
+        except OSError as error:  # e.g. a folder this user may not list
+            where = error.filename or c.data
+            raise ValueError(f"cannot read the data at {where}: {error.strerror or error}") from None
         self.classes = list(self.train_source.classes)
         if self.val_source is not None and list(self.val_source.classes) != self.classes:
             raise ValueError(
