@@ -27,7 +27,6 @@ Writes results/deploy_latency.md, .csv and .png.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 import tempfile
@@ -37,6 +36,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _paths import IMAGENETTE, RESULTS, use_shared_weights  # noqa: E402
+
 from lightnets import create_model  # noqa: E402
 from lightnets.deploy.bench import (  # noqa: E402
     BACKENDS,
@@ -53,10 +54,7 @@ from lightnets.weights.spec import get_weights  # noqa: E402
 from lightnets.weights.store import resolve  # noqa: E402
 from peers import import_timm, import_torchvision  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-RESULTS = ROOT / "benchmarks" / "results"
-CALIBRATION = SHARED / "data" / "imagenette2-224-subset" / "train"
+CALIBRATION = IMAGENETTE / "train"
 
 
 @dataclass
@@ -183,7 +181,7 @@ def main() -> None:
     parser.add_argument("--cases", nargs="*", help="case labels to run (default: all)")
     parser.add_argument("--interleaved-runs", type=int, default=300, help="rounds of the headline ratios")
     args = parser.parse_args()
-    os.environ.setdefault("LIGHTNETS_WEIGHTS", str(SHARED / "weights"))
+    use_shared_weights()
     backends = list(BACKENDS)
 
     rates = {n: gemm_rate(n) for n in args.threads}

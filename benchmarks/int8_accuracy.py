@@ -39,6 +39,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from _paths import IMAGENET_SAMPLE, IMAGENETTE, RESULTS, use_shared_weights
 
 import lightnets
 from lightnets.data.datasets import open_dataset
@@ -49,11 +50,9 @@ from lightnets.deploy.quantize import top1_agreement
 from lightnets.weights.load import model_name_of_weights
 from lightnets.weights.spec import get_weights, list_weights
 
-RESULTS = Path(__file__).parent / "results"
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-DEFAULT_DATA = SHARED / "data" / "imagenet-sample"
-DEFAULT_CALIBRATION = SHARED / "data" / "imagenette2-224-subset" / "train"
-IMAGENETTE_VAL = SHARED / "data" / "imagenette2-224-subset" / "val"
+DEFAULT_DATA = IMAGENET_SAMPLE
+DEFAULT_CALIBRATION = IMAGENETTE / "train"
+IMAGENETTE_VAL = IMAGENETTE / "val"
 # ShuffleNet v1 has no released ImageNet weights: its row uses the model that
 # benchmarks/train_imagenette_families.py trains (evaluated on Imagenette's val split).
 DEFAULT_TRAINED = Path("/tmp/lightnets_bench/families/shufflenet_v1/model.safetensors")
@@ -223,7 +222,7 @@ def main() -> int:
     )
     parser.add_argument("--trained-data", default=str(IMAGENETTE_VAL))
     args = parser.parse_args()
-    os.environ.setdefault("LIGHTNETS_WEIGHTS", str(SHARED / "weights"))
+    use_shared_weights()
     warnings.simplefilter("ignore")
     tags = args.tags or list_weights()
     start = time.perf_counter()

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _paths import IMAGENET_SAMPLE, RESULTS, WEIGHTS
 
 import lightnets
 from lightnets.data.images import load_image
@@ -30,9 +31,6 @@ from lightnets.deploy.bench_report import cpu_name
 from lightnets.weights.importers.deep_compression import net_facts, read_header
 from lightnets.weights.spec import get_weights
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
-SHARED = HERE.parent.parent / "shared"
 GLUON_DIR = "squeezenet/squeezenet1_1-gluon-onnxzoo-npy"
 NET = "squeezenet/squeezenet1_0-caffe-deepcompression/compressed_SqueezeNet.net"
 SETS = (
@@ -64,10 +62,10 @@ def with_classifier_padding(model: torch.nn.Module) -> torch.nn.Module:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights-root", type=Path, default=None, help="default $LIGHTNETS_WEIGHTS")
-    parser.add_argument("--sample", type=Path, default=SHARED / "data" / "imagenet-sample")
+    parser.add_argument("--sample", type=Path, default=IMAGENET_SAMPLE)
     parser.add_argument("--limit", type=int, default=None, help="only the first N images")
     args = parser.parse_args()
-    root = args.weights_root or Path(os.environ.get("LIGHTNETS_WEIGHTS") or SHARED / "weights")
+    root = args.weights_root or WEIGHTS
     os.environ["LIGHTNETS_WEIGHTS"] = str(root)
 
     with open(args.sample / "labels.csv", newline="") as handle:

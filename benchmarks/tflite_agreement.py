@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _paths import IMAGENET_SAMPLE, RESULTS, WEIGHTS
 
 import lightnets
 from lightnets.data.images import load_image
@@ -36,8 +37,6 @@ from lightnets.weights.importers.tflite import attach_activation_quantisation, r
 from lightnets.weights.spec import get_weights
 from lightnets.weights.store import resolve
 
-RESULTS = Path(__file__).parent / "results"
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 TAGS = (
     "mobilenet_v1_025_128.tflite_uint8",
     "mobilenet_v1_050_160.tflite_uint8",
@@ -204,8 +203,8 @@ def _version(name: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=0, help="use the first N images (default: all)")
-    parser.add_argument("--weights-root", type=Path, default=SHARED / "weights")
-    parser.add_argument("--data", type=Path, default=SHARED / "data" / "imagenet-sample")
+    parser.add_argument("--weights-root", type=Path, default=WEIGHTS)
+    parser.add_argument("--data", type=Path, default=IMAGENET_SAMPLE)
     parser.add_argument("--output", type=Path, default=RESULTS / "tflite_agreement.md")
     args = parser.parse_args(argv)
     os.environ.setdefault("LIGHTNETS_WEIGHTS", str(args.weights_root))

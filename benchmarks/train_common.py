@@ -9,13 +9,9 @@ import sys
 from pathlib import Path
 
 import torch
+from _paths import use_shared_weights
 
 from lightnets.deploy.bench_report import cpu_name
-
-RESULTS = Path(__file__).parent / "results"
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-IMAGENETTE = SHARED / "data" / "imagenette2-224-subset"
-CIFAR_JPEG = SHARED / "data" / "cifar10-jpg" / "CIFAR-10-images.tar.gz"
 
 
 def load_average() -> str:
@@ -90,5 +86,5 @@ def add_run_options(parser, runs: str) -> None:
 
 def start(args) -> None:
     """Before training: the shared weights as default weights root, the thread count."""
-    os.environ.setdefault("LIGHTNETS_WEIGHTS", str(SHARED / "weights"))
+    use_shared_weights()
     torch.set_num_threads(args.threads)

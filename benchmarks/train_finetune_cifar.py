@@ -25,7 +25,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_common import CIFAR_JPEG, RESULTS, add_run_options, machine_header, run_or_reuse, start  # noqa: E402
+from _paths import CIFAR_JPEG, RESULTS  # noqa: E402
+from train_common import add_run_options, machine_header, run_or_reuse, start  # noqa: E402
 
 from lightnets.train import TrainConfig  # noqa: E402
 

@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_common import IMAGENETTE, RESULTS, add_run_options, machine_header, run_or_reuse, start  # noqa: E402
+from _paths import IMAGENETTE, RESULTS  # noqa: E402
+from train_common import add_run_options, machine_header, run_or_reuse, start  # noqa: E402
 
 import lightnets  # noqa: E402
 from lightnets.train import TrainConfig  # noqa: E402

@@ -29,7 +29,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_common import RESULTS, machine_header  # noqa: E402
+from _paths import RESULTS  # noqa: E402
+from train_common import machine_header  # noqa: E402
 
 import lightnets  # noqa: E402
 from peers import import_torchvision  # noqa: E402

@@ -22,13 +22,10 @@ SMALL = ("shufflenet_v1", {"groups": 3, "scale": 0.25})
 
 
 @pytest.fixture(scope="module")
-def calibration(tmp_path_factory, request):
+def calibration(tmp_path_factory, imagenet_sample):
     import shutil
-    from pathlib import Path
 
-    sample = Path(request.config.rootpath).parent / "shared" / "data" / "imagenet-sample" / "images"
-    if not sample.is_dir():
-        pytest.skip("the shared real-image sample is not beside the repository")
+    sample = imagenet_sample / "images"
     folder = tmp_path_factory.mktemp("calibration")
     for path in sorted(sample.iterdir())[:32]:
         shutil.copy(path, folder / path.name)

@@ -1,21 +1,11 @@
-"""Fixtures of the training tests: tiny real image sets cut from the shared Imagenette."""
+"""Fixtures of the training tests: tiny real image sets cut from the shared Imagenette
+(the ``imagenette`` fixture of ``tests/conftest.py``)."""
 
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-IMAGENETTE = SHARED / "data" / "imagenette2-224-subset"
-CIFAR_JPEG = SHARED / "data" / "cifar10-jpg" / "CIFAR-10-images.tar.gz"
-
-
-@pytest.fixture
-def imagenette() -> Path:
-    if not (IMAGENETTE / "train").is_dir():
-        pytest.skip(f"no Imagenette subset at {IMAGENETTE}")
-    return IMAGENETTE
 
 
 @pytest.fixture
