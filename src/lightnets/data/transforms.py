@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
@@ -14,6 +15,18 @@ INTERPOLATIONS = {
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
+
+# Bounds of a transform read from a file (weights metadata, an ONNX file): a file is
+# untrusted, and ``resize`` decides how large an image is made before cropping, so
+# {"size": 100000, "resize": 100000} would ask for tens of gigabytes per image.
+MIN_SIZE = 16
+MAX_SIZE = 4096
+MAX_RESIZE = 2 * MAX_SIZE  # TF-slim's 87.5% crop of 4096 needs 4681
+MAX_NORMALISATION = 1e4  # |mean| and std, in 0..255 pixel units
+# Sides longer than this many times the shorter one are trimmed (centred) before the
+# resize: the crop never uses them, and resizing a 1 x 60000 strip to a 256-pixel short
+# side would make a 256 x 15,360,000 image (12 GB).
+MAX_ASPECT = 4
 
 
 @dataclass(frozen=True)
@@ -47,6 +60,7 @@ class EvalTransform:
 
     def crop(self, image: Image.Image) -> Image.Image:
         """Resize the shorter side to ``resize`` and cut out the centre square."""
+        image = _trim_long_side(image)
         width, height = image.size
         scale = self.resize / min(width, height)
         new = (max(self.size, round(width * scale)), max(self.size, round(height * scale)))
@@ -72,12 +86,54 @@ class EvalTransform:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> EvalTransform:
+    def from_dict(cls, data: object) -> EvalTransform:
+        """A transform from its :meth:`to_dict` form, as read from a file: ``ValueError``
+        for anything but known keys with values of the right type within bounds
+        (sizes ``MIN_SIZE..MAX_SIZE``, resize up to ``MAX_RESIZE``)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"the transform must be a JSON object, not {type(data).__name__}")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(str(k) for k in data if k not in known)
+        if unknown:
+            raise ValueError(f"unknown transform keys {unknown}; known: {known}")
         data = dict(data)
+        for key, low, high in (("size", MIN_SIZE, MAX_SIZE), ("resize", MIN_SIZE, MAX_RESIZE)):
+            if key in data:
+                value = data[key]
+                if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                    raise ValueError(f"transform {key} must be a whole number in {low}..{high}, got {value!r}")
         for key in ("mean", "std"):
             if key in data:
-                data[key] = tuple(data[key])
+                data[key] = _three_numbers(data[key], key)
+        for key in ("interpolation", "channel_order"):
+            if key in data and not isinstance(data[key], str):
+                raise ValueError(f"transform {key} must be a string, got {data[key]!r}")
         return cls(**data)
+
+
+def _three_numbers(value: object, key: str) -> tuple[float, float, float]:
+    if (
+        not isinstance(value, list | tuple)
+        or len(value) != 3
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        or not all(math.isfinite(v) and abs(v) <= MAX_NORMALISATION for v in value)
+    ):
+        raise ValueError(f"transform {key} must be three finite numbers (0..255 pixel units), got {value!r}")
+    return tuple(float(v) for v in value)  # type: ignore[return-value]
+
+
+def _trim_long_side(image: Image.Image) -> Image.Image:
+    """The centre of a very elongated image, at most ``MAX_ASPECT`` times its short side."""
+    width, height = image.size
+    short = min(width, height)
+    if max(width, height) <= MAX_ASPECT * short:
+        return image
+    keep = MAX_ASPECT * short
+    if width > height:
+        left = (width - keep) // 2
+        return image.crop((left, 0, left + keep, height))
+    top = (height - keep) // 2
+    return image.crop((0, top, width, top + keep))
 
 
 def tf_crop(size: int) -> int:

@@ -15,26 +15,40 @@ is written to a temporary file and renamed only once it is complete and verified
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
-import tempfile
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 from tqdm import tqdm
 
+from ..files import atomic_write
 from .spec import WeightFile, WeightSpec
 
 ENV_ROOT = "LIGHTNETS_WEIGHTS"
 ENV_CACHE = "LIGHTNETS_CACHE"
+# Errors of the local disk while downloading: reported as such (OutputError), not as a
+# network problem.
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 
 
 class WeightsError(ValueError):
     """A weight file is missing, corrupt, untrusted or does not fit the model."""
 
 
+def cache_folder(name: str) -> Path:
+    """lightnets' cache folder for one kind of file (``"weights"``, ``"onnx"`` ...):
+    ``$LIGHTNETS_CACHE/<name>``, by default ``~/.cache/lightnets/<name>``. Not created."""
+    if not name or name in (".", "..") or "/" in name or os.sep in name:
+        raise ValueError(f"a cache folder is named by one plain name, not {name!r}")
+    return Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "lightnets") / name
+
+
 def cache_dir() -> Path:
-    return Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "lightnets") / "weights"
+    """Where downloaded weight files are kept: ``cache_folder("weights")``."""
+    return cache_folder("weights")
 
 
 def sha256_of(path: Path) -> str:
@@ -85,26 +99,36 @@ def resolve_file(file: WeightFile, root: str | Path | None = None, download: boo
 
 
 def fetch(file: WeightFile, target: Path) -> Path:
-    """Download ``file.url`` to ``target`` atomically, verifying size and sha256."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            try:
-                with urllib.request.urlopen(file.url, timeout=60) as response:
-                    total = int(response.headers.get("Content-Length") or 0) or file.size
-                    with tqdm(total=total, unit="B", unit_scale=True, desc=target.name, leave=False) as bar:
-                        for block in iter(lambda: response.read(1 << 16), b""):
-                            out.write(block)
-                            bar.update(len(block))
-            except OSError as error:
+    """Download ``file.url`` to ``target`` atomically, verifying size and sha256.
+
+    The bytes go to a temporary file beside ``target`` that replaces it only once it is
+    complete and verified; a failed or damaged download leaves nothing behind.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    with atomic_write(target) as out:
+        try:
+            with urllib.request.urlopen(file.url, timeout=60) as response:
+                total = int(response.headers.get("Content-Length") or 0) or file.size
+                with tqdm(total=total, unit="B", unit_scale=True, desc=target.name, leave=False) as bar:
+                    for block in iter(lambda: response.read(1 << 16), b""):
+                        out.write(block)
+                        digest.update(block)
+                        size += len(block)
+                        bar.update(len(block))
+        except OSError as error:
+            if isinstance(error, urllib.error.URLError) or error.errno not in _DISK_ERRNOS:
                 raise WeightsError(
                     f"could not download {file.url}: {error}. Offline? Put the file at "
                     f"${ENV_ROOT}/{file.path} or pass a weights root."
                 ) from error
-        verify(Path(partial), file)
-        os.replace(partial, target)
-    finally:
-        if os.path.exists(partial):
-            os.unlink(partial)
+            raise
+        if file.size is not None and size != file.size:
+            raise WeightsError(
+                f"download of {file.url} has {size:,} bytes where {file.size:,} were expected: truncated"
+            )
+        if digest.hexdigest() != file.sha256:
+            raise WeightsError(
+                f"download of {file.url} fails its checksum: sha256 {digest.hexdigest()}, expected {file.sha256}"
+            )
     return target

@@ -74,14 +74,29 @@ def to_peer(
 def read_torch_state_dict(path: Path, model: nn.Module) -> dict[str, Tensor]:
     """A state dict for ``model`` from a ``torch.save`` file, loaded without unpickling code."""
     try:
+        with open(path, "rb") as handle:
+            magic = handle.read(4)
+    except OSError as error:
+        raise WeightsError(f"{path}: cannot read ({error})") from None
+    # torch.save writes a zip archive (since 1.6) or a bare pickle (protocol 2+: 0x80).
+    if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):
+        raise WeightsError(f"{path} is not a PyTorch checkpoint (neither a zip archive nor a pickle)")
+    try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        # The message's detail (e.g. "Unsupported global: GLOBAL posix.system") follows its preamble.
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        detail = next((line for line in lines if "unsupported" in line.lower()), lines[0] if lines else "")
         raise WeightsError(
-            f"{path} refused: it holds Python objects other than tensors, which could run code "
-            f"when loaded ({str(error).splitlines()[0]})"
+            f"{path} refused: it is not a plain file of tensors; it holds Python objects or pickle "
+            f"instructions that could run code when loaded ({detail})"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
         raise WeightsError(f"{path} is not a readable PyTorch checkpoint: {error}") from None
+    except Exception as error:  # noqa: BLE001 - the restricted unpickler fails on garbage in any way
+        raise WeightsError(
+            f"{path} is not a readable PyTorch checkpoint (damaged: {type(error).__name__}: {error})"
+        ) from None
     state = _unwrap(loaded, path)
     return from_peer(model, state, str(path))
 
