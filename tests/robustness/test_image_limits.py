@@ -137,3 +137,23 @@ def test_folder_named_like_an_image(tmp_path):
     (tmp_path / "dir.jpg").mkdir()
     with pytest.raises(UnreadableImage, match="dir.jpg"):
         load_image(tmp_path / "dir.jpg")
+
+
+def test_a_thin_strip_is_not_blown_up_by_the_resize():
+    from lightnets.data import EvalTransform
+
+    strip = Image.new("RGB", (1, 60000), (30, 60, 90))  # 60k pixels: within any limit
+    cropped = EvalTransform().crop(strip)  # untrimmed: a 256 x 15,360,000 intermediate (12 GB)
+    assert cropped.size == (224, 224)
+    square = Image.new("RGB", (300, 280), (1, 2, 3))
+    assert EvalTransform().crop(square).size == (224, 224)
+
+
+def test_transform_from_a_file_is_bounded():
+    from lightnets.data import EvalTransform
+
+    with pytest.raises(ValueError, match="16..4096"):
+        EvalTransform.from_dict({"size": 100000, "resize": 100000})
+    with pytest.raises(ValueError, match="unknown transform keys"):
+        EvalTransform.from_dict({"size": 224, "zoom": 2})
+    assert EvalTransform.from_dict(EvalTransform().to_dict()) == EvalTransform()
