@@ -99,3 +99,29 @@ def test_shuffle_unit_rejects_channels_groups_cannot_split():
         ShuffleUnit(136, 136, 1, 4, 34)
     with pytest.raises(ValueError, match="in and out channels must match"):
         ShuffleUnit(120, 240, 1, 3, 60)
+
+
+@pytest.mark.parametrize(
+    "block, in_channels, inner_channels, inner_stride",
+    [
+        (InvertedResidual(16, 24, 2, 96), 16, 96, 1),  # the expansion, before the stride
+        (InvertedResidual(24, 24, 1, 144), 24, 144, 1),
+        (ShuffleUnit(24, 240, 2, 3, 60, first_groups=1), 24, 60, 1),  # the bottleneck
+        (ShuffleUnit(240, 240, 1, 3, 60), 240, 60, 1),
+        (Fire(128, 16, 64, 64, bypass="simple"), 128, 16, 1),  # the squeeze
+        (DepthwiseSeparable(32, 64, 2), 32, 32, 2),  # the depthwise output, after the stride
+    ],
+)
+def test_forward_inner_gives_the_output_and_the_named_inner_tensor(
+    block, in_channels, inner_channels, inner_stride
+):
+    block.eval()
+    x = torch.randn(2, in_channels, 8, 8)
+    captured = []
+    getattr(block, block.inner_name).register_forward_hook(lambda _m, _i, out: captured.append(out.clone()))
+    with torch.no_grad():
+        out, inner = block.forward_inner(x)
+        assert torch.allclose(out, block(x))
+    assert (block.inner_channels, block.inner_stride) == (inner_channels, inner_stride)
+    assert inner.shape == (2, inner_channels, 8 // inner_stride, 8 // inner_stride)
+    assert torch.equal(inner, captured[0])

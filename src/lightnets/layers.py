@@ -4,6 +4,12 @@ Every block is made of plain ``nn.Conv2d`` / ``nn.BatchNorm2d`` / activation mod
 that the cost analyser, BatchNorm folding, quantisation and ONNX export see ordinary
 layers. Residual additions go through :class:`Add`, a module of its own, so that a
 quantisation pass can swap it for a quantised add without touching the block.
+
+The blocks with an inner tensor a dense head may want (MobileNetV2's expansion,
+ShuffleNet's bottleneck, SqueezeNet's squeeze, MobileNet v1's depthwise output) name it:
+``inner_name`` is the child that computes it, ``inner_channels`` its channels,
+``inner_stride`` its stride relative to the block's input (1: taken before the block
+downsamples), and ``forward_inner(x)`` returns ``(output, inner tensor)`` in one pass.
 """
 
 from __future__ import annotations
@@ -177,9 +183,18 @@ class DepthwiseSeparable(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.stride = stride
+        # The inner tensor: the depthwise output, after the stride.
+        self.inner_name = "depthwise"
+        self.inner_channels = in_channels
+        self.inner_stride = stride
 
     def forward(self, x: Tensor) -> Tensor:
         return self.pointwise(self.depthwise(x))
+
+    def forward_inner(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The output and the depthwise output."""
+        inner = self.depthwise(x)
+        return self.pointwise(inner), inner
 
 
 class InvertedResidual(nn.Module):
@@ -220,9 +235,21 @@ class InvertedResidual(nn.Module):
         self.project = ConvBNAct(hidden_channels, out_channels, 1, act=None)
         self.use_shortcut = stride == 1 and in_channels == out_channels
         self.add = Add() if self.use_shortcut else None
+        # The inner tensor: the expansion, before the stride (SSDLite's attachment point).
+        self.inner_name = "expand"
+        self.inner_channels = hidden_channels
+        self.inner_stride = 1
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.project(self.depthwise(self.expand(x)))
+        return self._after_expand(self.expand(x), x)
+
+    def forward_inner(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The output and the expanded tensor (``hidden_channels`` at the input's size)."""
+        hidden = self.expand(x)
+        return self._after_expand(hidden, x), hidden
+
+    def _after_expand(self, hidden: Tensor, x: Tensor) -> Tensor:
+        out = self.project(self.depthwise(hidden))
         if self.add is not None:
             out = self.add(out, x)
         return out
@@ -267,9 +294,20 @@ class Fire(nn.Module):
         else:
             raise ValueError(f"unknown bypass {bypass!r}; expected None, 'simple' or 'complex'")
         self.add = Add() if self.bypass is not None else None
+        # The inner tensor: the squeeze output.
+        self.inner_name = "squeeze"
+        self.inner_channels = squeeze
+        self.inner_stride = 1
 
     def forward(self, x: Tensor) -> Tensor:
+        return self._after_squeeze(self.squeeze(x), x)
+
+    def forward_inner(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The output and the squeeze output."""
         s = self.squeeze(x)
+        return self._after_squeeze(s, x), s
+
+    def _after_squeeze(self, s: Tensor, x: Tensor) -> Tensor:
         expands = [expand(s) for expand in (self.expand1x1, self.expand3x3) if expand is not None]
         out = torch.cat(expands, dim=1) if len(expands) > 1 else expands[0]
         if self.bypass is not None and self.add is not None:
@@ -368,9 +406,21 @@ class ShuffleUnit(nn.Module):
             self.shortcut_pool = None
             self.add = Add()
         self.act = nn.ReLU(inplace=True)
+        # The inner tensor: the bottleneck after the first 1x1 conv, before the stride.
+        self.inner_name = "compress"
+        self.inner_channels = bottleneck_channels
+        self.inner_stride = 1
 
     def forward(self, x: Tensor) -> Tensor:
-        branch = self.expand(self.depthwise(self.shuffle(self.compress(x))))
+        return self._after_compress(self.compress(x), x)
+
+    def forward_inner(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The output and the bottleneck (the first 1x1 group conv's output)."""
+        bottleneck = self.compress(x)
+        return self._after_compress(bottleneck, x), bottleneck
+
+    def _after_compress(self, bottleneck: Tensor, x: Tensor) -> Tensor:
+        branch = self.expand(self.depthwise(self.shuffle(bottleneck)))
         if self.shortcut_pool is not None:
             out = torch.cat([self.shortcut_pool(x), branch], dim=1)
         else:

@@ -44,31 +44,37 @@ def test_one_interface(name):
         assert model(x).shape == (1, model.num_features)
 
 
-@pytest.mark.parametrize("name", FAMILIES)
-def test_feature_maps_at_chosen_strides(name):
-    model = lightnets.create_model(name).eval()
-    strides = (8, 16) if name.startswith("squeezenet") else (8, 16, 32)
-    with torch.no_grad():
-        maps = model.forward_intermediates(torch.randn(1, 3, 224, 224), strides)
-    for stride, fmap in zip(strides, maps, strict=True):
-        info = [i for i in model.feature_info if i.reduction == stride][-1]
-        assert fmap.shape[1] == info.num_chs
-        assert abs(fmap.shape[-1] - 224 / stride) < 1.5  # SqueezeNet 1.0 pads nothing: 27, not 28
-    with pytest.raises(ValueError, match="strides \\[64\\] not available"):
-        model.forward_intermediates(torch.randn(1, 3, 224, 224), (64,))
-
-
 def test_feature_info_matches_mobilenet_v2_table():
-    info = lightnets.create_model("mobilenet_v2").feature_info
-    assert [(i.num_chs, i.reduction) for i in info if i.index in (1, 3, 6, 13, 16, 17, 18)] == [
-        (16, 2),
-        (24, 4),
-        (32, 8),
-        (96, 16),
+    model = lightnets.create_model("mobilenet_v2")
+    # One level per stride: the last block at 2, 4, 8 and 16, the 1x1 conv to 1280 at 32.
+    assert [(i.num_chs, i.reduction, i.module) for i in model.feature_info] == [
+        (16, 2, "features.1"),
+        (24, 4, "features.3"),
+        (32, 8, "features.6"),
+        (96, 16, "features.13"),
+        (1280, 32, "features.18"),
+    ]
+    assert [(i.num_chs, i.reduction) for i in model.layer_info if i.index in (16, 17)] == [
         (160, 32),
         (320, 32),
-        (1280, 32),
     ]
+
+
+def test_ssdlite_attaches_to_the_expansion_of_layer_15():
+    # SSDLite (MobileNetV2 paper, Section 6.2): the first layer on the expansion of layer
+    # 15 (output stride 16), the rest on the last layer (output stride 32). Layer 1 is the
+    # stem, so layer 15 is the 14th bottleneck: features.14, the first 160-channel block.
+    model = lightnets.create_model("mobilenet_v2")
+    model.feature_location = "expansion"
+    stride16, stride32 = model.feature_info[-2:]
+    assert (stride16.module, stride16.num_chs, stride16.reduction) == ("features.14.expand", 576, 16)
+    assert (stride32.module, stride32.num_chs, stride32.reduction) == ("features.18", 1280, 32)
+    assert stride32.location == "output"
+    with torch.no_grad():
+        maps = model.eval().forward_intermediates(
+            torch.randn(1, 3, 320, 320), [-2, -1], intermediates_only=True
+        )
+    assert [tuple(m.shape) for m in maps] == [(1, 576, 20, 20), (1, 1280, 10, 10)]
 
 
 def test_dropout_and_num_classes_on_every_family():
@@ -147,7 +153,7 @@ def test_shufflenet_table_1_channels():
     for groups, stage2 in ((1, 144), (2, 200), (3, 240), (4, 272), (8, 384)):
         model = lightnets.create_model("shufflenet_v1", groups=groups)
         assert model.feature_strides() == [2, 4, 8, 16, 32]
-        assert [i.num_chs for i in model.feature_info if i.index in (2, 6, 14)] == [
+        assert [i.num_chs for i in model.layer_info if i.index in (2, 6, 14)] == [
             stage2,
             2 * stage2,
             4 * stage2,

@@ -41,7 +41,7 @@ def test_registered():
 def test_interface_and_shapes(name):
     model = meta_model(name, num_classes=10, dropout=0.2)
     assert isinstance(model.features, nn.Sequential)
-    assert len(model.feature_info) == len(model.features)
+    assert len(model.layer_info) == len(model.features)
     assert model.num_classes == 10
     for side in (INPUT_SIDE[name], model.min_input_size):
         x = torch.empty(2, 3, side, side, device="meta")
@@ -59,7 +59,7 @@ def test_feature_info(name):
     model = meta_model(name)
     side = INPUT_SIDE[name]
     x = torch.empty(1, 3, side, side, device="meta")
-    for info, layer in zip(model.feature_info, model.features, strict=True):
+    for info, layer in zip(model.layer_info, model.features, strict=True):
         x = layer(x)
         assert x.shape[1] == info.num_chs, info
         if side == 224:  # 227 (AlexNet) and 299 (Inception v3) do not divide evenly

@@ -17,6 +17,8 @@ five separable layers at 14x14x512.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from ..layers import PADDINGS, ConvBNAct, DepthwiseSeparable, make_divisible
 from .base import Classifier, ClassifierHead, FeatureStack
 from .registry import register_model
@@ -98,12 +100,22 @@ class MobileNetV1(Classifier):
 )
 def mobilenet_v1(
     width: float = 1.0,
-    variant: str = "separable",
+    variant: Literal["separable", "full", "shallow"] = "separable",
     num_classes: int = 1000,
     dropout: float = 0.001,
     in_channels: int = 3,
-    act: str = "relu",
-    padding: str = "symmetric",
+    act: Literal["relu", "relu6"] = "relu",
+    padding: Literal["symmetric", "tf_same"] = "symmetric",
 ) -> MobileNetV1:
-    """MobileNet v1; width = alpha in (0, 2]; variant 'separable', 'full' or 'shallow'."""
+    """MobileNet v1 (Howard et al., 2017), the paper's Table 1.
+
+    Args:
+        width: width multiplier alpha, scales every layer's channels (rounded to a multiple of 8), in (0, 2]; the paper uses 0.25, 0.5, 0.75 and 1.
+        variant: 'separable' for the paper's network, 'full' for every separable layer a full 3x3 convolution (Table 4's Conv MobileNet), 'shallow' for the network without its five 14x14x512 layers (Table 6).
+        num_classes: number of classes of the classifier, an integer >= 0 (0: no classifier; the model then returns its num_features features).
+        dropout: dropout probability in the classifier head, in [0, 1).
+        in_channels: channels of the input image, an integer >= 1 (3 for RGB).
+        act: activation after every convolution, 'relu' (the paper) or 'relu6' (the official release).
+        padding: padding of the strided convolutions, 'symmetric' (PyTorch's) or 'tf_same' (TensorFlow's, for weights trained there).
+    """
     return MobileNetV1(width, variant, num_classes, dropout, in_channels, act, padding)

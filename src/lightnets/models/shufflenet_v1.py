@@ -8,6 +8,8 @@ is a quarter of its output. The scale factor s multiplies every channel count.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from torch import nn
 
 from ..layers import ConvBNAct, ShuffleUnit, make_divisible
@@ -92,12 +94,21 @@ _PRESETS = {f"shufflenet_v1_g{g}": {"groups": g} for g in STAGE2_CHANNELS} | {
 
 @register_model(presets=_PRESETS, family="shufflenet_v1")
 def shufflenet_v1(
-    groups: int = 3,
+    groups: Literal[1, 2, 3, 4, 8] = 3,
     scale: float = 1.0,
     shuffle: bool = True,
     num_classes: int = 1000,
     dropout: float = 0.0,
     in_channels: int = 3,
 ) -> ShuffleNetV1:
-    """ShuffleNet v1; groups g in {1, 2, 3, 4, 8}, scale s in (0, 2], shuffle on/off."""
+    """ShuffleNet v1 (Zhang et al., 2018), the paper's Table 1.
+
+    Args:
+        groups: number of groups g of the 1x1 group convolutions, one of 1, 2, 3, 4 and 8 (Table 1's columns).
+        scale: scale factor s, multiplies every channel count (rounded to a multiple of g), in (0, 2]; the paper uses 0.25, 0.5, 1, 1.5 and 2.
+        shuffle: channel shuffle after the first 1x1 group convolution of every unit; off gives the paper's ablation (Table 3).
+        num_classes: number of classes of the classifier, an integer >= 0 (0: no classifier; the model then returns its num_features features).
+        dropout: dropout probability in the classifier head, in [0, 1).
+        in_channels: channels of the input image, an integer >= 1 (3 for RGB).
+    """
     return ShuffleNetV1(groups, scale, shuffle, num_classes, dropout, in_channels)

@@ -13,6 +13,9 @@ Pooling rounds up (Caffe's ``ceil`` mode), as in the released models: v1.0 then 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Literal
+
 from torch import nn
 
 from ..layers import ConvBNAct, Fire
@@ -159,41 +162,59 @@ def _squeezenet(
     return SqueezeNet(table, bypass, num_classes, dropout, in_channels)
 
 
-@register_model(
+_BUILDER_ARGS = """
+Args:
+    bypass: shortcuts around the Fire modules (the paper's Section 6): None for none, 'simple' for identities around fire3, 5, 7 and 9, 'complex' for those plus 1x1-conv shortcuts around the other Fire modules.
+    num_classes: number of classes of the classifier, an integer >= 0 (0: no classifier; the model then returns its num_features features).
+    dropout: dropout probability in the classifier head, in [0, 1).
+    in_channels: channels of the input image, an integer >= 1 (3 for RGB).
+    base_e: expand filters of the first Fire module (the paper's base_e), an integer > 0; None keeps the table's (128).
+    incr_e: expand filters added every freq Fire modules (incr_e), an integer >= 0; None keeps the table's (128).
+    freq: Fire modules between two increases of the expand filters (freq), an integer > 0; None keeps the table's (2).
+    pct3x3: fraction of the expand filters that are 3x3 (pct_3x3), in [0, 1]; None keeps the table's (0.5).
+    sr: squeeze ratio SR, squeeze filters over expand filters, in (0, 1]; None keeps the table's (0.125).
+"""
+
+
+def _squeezenet_builder(name: str, table: tuple, summary: str) -> Callable[..., SqueezeNet]:
+    """The builder of one SqueezeNet table: same arguments for every version."""
+
+    def builder(
+        bypass: Literal["simple", "complex"] | None = None,
+        num_classes: int = 1000,
+        dropout: float = 0.5,
+        in_channels: int = 3,
+        base_e: int | None = None,
+        incr_e: int | None = None,
+        freq: int | None = None,
+        pct3x3: float | None = None,
+        sr: float | None = None,
+    ) -> SqueezeNet:
+        knobs = {"base_e": base_e, "incr_e": incr_e, "freq": freq, "pct3x3": pct3x3, "sr": sr}
+        return _squeezenet(table, bypass, num_classes, dropout, in_channels, knobs)
+
+    # The registry, weight files and exports know a builder by its name.
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = summary + "\n" + _BUILDER_ARGS
+    return builder
+
+
+squeezenet1_0 = register_model(
     presets={
         "squeezenet1_0_simple_bypass": {"bypass": "simple"},
         "squeezenet1_0_complex_bypass": {"bypass": "complex"},
     },
     family="squeezenet",
+)(
+    _squeezenet_builder(
+        "squeezenet1_0", SQUEEZENET_1_0, "SqueezeNet v1.0 (Iandola et al., 2016), the paper's Table 1."
+    )
 )
-def squeezenet1_0(
-    bypass: str | None = None,
-    num_classes: int = 1000,
-    dropout: float = 0.5,
-    in_channels: int = 3,
-    base_e: int | None = None,
-    incr_e: int | None = None,
-    freq: int | None = None,
-    pct3x3: float | None = None,
-    sr: float | None = None,
-) -> SqueezeNet:
-    """SqueezeNet v1.0 (paper Table 1); bypass None/'simple'/'complex'; design knobs."""
-    knobs = {"base_e": base_e, "incr_e": incr_e, "freq": freq, "pct3x3": pct3x3, "sr": sr}
-    return _squeezenet(SQUEEZENET_1_0, bypass, num_classes, dropout, in_channels, knobs)
 
-
-@register_model(family="squeezenet")
-def squeezenet1_1(
-    bypass: str | None = None,
-    num_classes: int = 1000,
-    dropout: float = 0.5,
-    in_channels: int = 3,
-    base_e: int | None = None,
-    incr_e: int | None = None,
-    freq: int | None = None,
-    pct3x3: float | None = None,
-    sr: float | None = None,
-) -> SqueezeNet:
-    """SqueezeNet v1.1 (authors' release: 2.4x less computation than v1.0)."""
-    knobs = {"base_e": base_e, "incr_e": incr_e, "freq": freq, "pct3x3": pct3x3, "sr": sr}
-    return _squeezenet(SQUEEZENET_1_1, bypass, num_classes, dropout, in_channels, knobs)
+squeezenet1_1 = register_model(family="squeezenet")(
+    _squeezenet_builder(
+        "squeezenet1_1",
+        SQUEEZENET_1_1,
+        "SqueezeNet v1.1 (authors' release: 2.4x less computation than v1.0).",
+    )
+)
