@@ -393,3 +393,27 @@ def test_a_teacher_trained_on_other_classes_is_refused(data, tmp_path, capsys, o
     for teacher in (tmp_path / "teacher", tmp_path / "teacher" / "checkpoint.pt"):
         result = train(tiny_config(data, tmp_path / f"s_{teacher.name}", teacher=str(teacher)))
         assert result.steps == 1
+
+
+def test_moved_data_resumes_only_if_it_holds_the_same_images(tiny_imagenette, tmp_path, capsys, one_thread):
+    data = tiny_imagenette(classes=2, train=2, val=1)
+    out = tmp_path / "run"
+    train(tiny_config(data, out))
+    moved = tmp_path / "moved"
+    data.rename(moved)
+    status, err = run_cli(capsys, "--out", out, "--resume", "--epochs", "2")
+    assert status == 2 and f"{data}: no such file or folder" in error_line(err)
+    status, err = run_cli(capsys, "--out", out, "--resume", "--epochs", "2", "--data", moved)
+    assert status == 0, err
+    resumed = [r for r in strict_json_lines(out / "metrics.jsonl") if r["kind"] == "resume"]
+    assert resumed[0]["changed"]["data"] == [str(data), str(moved)]
+    other = tiny_imagenette(classes=3, train=2, val=1)
+    status, err = run_cli(capsys, "--out", out, "--resume", "--epochs", "3", "--data", other)
+    assert status == 2 and "belongs to another run: data=" in error_line(err)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_a_device_this_machine_lacks_is_refused(data, tmp_path, capsys):
+    status, err = run_cli(capsys, *TINY, "--data", data, "--out", tmp_path / "run", "--device", "cuda:0")
+    assert status == 2 and "--device cuda:0: no CUDA device" in error_line(err)
+    assert not (tmp_path / "run").exists()

@@ -2,8 +2,8 @@
 
 A run folder holds ``config.json``; ``--resume`` reads it back, so the continued run is
 the same run. Options that only change how a run executes (worker processes, threads,
-progress bars) may differ on resume; ``epochs`` may grow (the run is extended); the rest
-may not.
+progress bars) may differ on resume; ``epochs`` may grow (the run is extended); ``data`` and ``val_data`` may
+point to where the same images moved; the rest may not.
 
 The folder is the run's identity: ``config.json`` does not record where the folder is,
 and paths inside it are stored relative to it, so a run folder can be moved or copied
@@ -32,6 +32,9 @@ EXECUTION_FIELDS = frozenset(
 # May change on resume, in one direction, and the change is recorded: more epochs extend
 # the run (the schedule is stretched over the new length from the step reached).
 EXTENDABLE_FIELDS = frozenset({"epochs"})
+# May change on resume when the data moved: the trainer checks that the training images
+# found there are the ones the checkpoint was trained on (names and labels).
+RELOCATABLE_FIELDS = frozenset({"data", "val_data"})
 # Paths that must exist; made absolute (or run-relative) when a run is saved.
 DATA_PATHS = ("data", "val_data", "teacher_cache")
 # Either a path or a name (a weights tag, a registered model): a path only if it exists.
@@ -320,7 +323,8 @@ class TrainConfig:
 
     def resume_with(self, overrides: dict[str, Any]) -> TrainConfig:
         """This (saved) run continued with ``overrides``: ``out`` (the folder the run is
-        now in) and the execution options are taken; ``epochs`` may grow; any other option
+        now in) and the execution options are taken; ``epochs`` may grow; the data may
+        have moved (the trainer checks it is the same); any other option
         that differs from the saved run raises ``ValueError`` naming it. Relative paths in
         ``overrides`` are the caller's (the current folder)."""
         values = self.to_dict()
@@ -339,7 +343,7 @@ class TrainConfig:
         conflicts = []
         for key in overrides:
             value = given_values[key]
-            if key == "out" or key in EXECUTION_FIELDS:
+            if key == "out" or key in EXECUTION_FIELDS or key in RELOCATABLE_FIELDS:
                 values[key] = value
             elif key in EXTENDABLE_FIELDS and isinstance(value, int) and value >= saved[key]:
                 values[key] = value

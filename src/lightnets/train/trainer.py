@@ -31,8 +31,10 @@ gradients over processes, so each process's sum is scaled by the process count).
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import math
+import os
 import random
 import time
 import warnings
@@ -62,7 +64,7 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from .config import CONFIG_FILE, EXECUTION_FIELDS, EXTENDABLE_FIELDS, TrainConfig
+from .config import CONFIG_FILE, EXECUTION_FIELDS, EXTENDABLE_FIELDS, RELOCATABLE_FIELDS, TrainConfig
 from .data import (
     AugmentedImages,
     Batch,
@@ -114,6 +116,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
 
     Under ``torchrun`` every process calls this; rank 0 writes the files.
     """
+    check_device(config.device)
     env = distributed.setup(config.device)
     try:
         trainer = Trainer(config, env, resume)
@@ -156,6 +159,33 @@ def check_resolution(model: nn.Module, name: str, resolution: int) -> None:
             model.train(was_training)
     except (ValueError, RuntimeError) as error:
         raise ValueError(f"--resolution {resolution} does not fit {name}: {error}") from None
+
+
+def listing_digest(source, indices: list[int], root: str) -> str:
+    """A digest of which images (names relative to ``root``) with which labels a run trains on."""
+    digest = hashlib.sha256("\n".join(source.classes).encode())
+    for index in indices:
+        name = source.name_of(index)
+        if os.path.isabs(name):
+            name = os.path.relpath(name, root)
+        digest.update(f"\n{source.label_of(index)}\t{name}".encode())
+    return digest.hexdigest()
+
+
+def check_device(device: str) -> None:
+    """``ValueError`` unless ``device`` exists on this machine."""
+    if device == "auto":
+        return
+    chosen = torch.device(device)
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: no CUDA device is available here (use cpu or auto)")
+        if chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    elif chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: MPS is not available here (use cpu or auto)")
 
 
 def check_readable(source, indices: list[int], path: str | None, what: str) -> None:
@@ -284,9 +314,14 @@ class Trainer:
             theirs = TrainConfig.from_stored(state["config"], self.out).resolved()
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"{path} does not describe its run ({error}); it cannot be resumed") from None
-        differ = theirs.differences(self.config, ignore=EXECUTION_FIELDS | EXTENDABLE_FIELDS)
+        differ = theirs.differences(
+            self.config, ignore=EXECUTION_FIELDS | EXTENDABLE_FIELDS | RELOCATABLE_FIELDS
+        )
         if theirs.epochs > self.config.epochs:
             differ["epochs"] = (theirs.epochs, self.config.epochs)
+        if theirs.data != self.config.data and state.get("data_listing") != self.data_listing:
+            # Moved data must be the same images; anything else is another run's data.
+            differ["data"] = (theirs.data, self.config.data)
         if differ:
             listed = ", ".join(f"{k}={a!r} (the run has {b!r})" for k, (a, b) in differ.items())
             raise ValueError(
@@ -323,6 +358,7 @@ class Trainer:
         check_readable(self.train_source, self.train_indices, c.data, "training")
         if self.val_source is not None:
             check_readable(self.val_source, self.val_indices, val_path, "validation")
+        self.data_listing = listing_digest(self.train_source, self.train_indices, c.data)
         self.sampler = ShardedBatches(
             self.train_indices, c.batch_size, c.seed, self.env.rank, self.env.world_size, c.views
         )
@@ -428,6 +464,7 @@ class Trainer:
         return {
             "config": self.config.stored(self.out),
             "classes": list(self.classes),
+            "data_listing": self.data_listing,
             # How to rebuild the network (with what weights from a tag or file fixed).
             "model_name": self.model_name,
             "model_kwargs": self.model_kwargs,
