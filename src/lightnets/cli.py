@@ -42,6 +42,7 @@ examples:
   lightnets predict photo.jpg --weights mnv2.onnx            # ONNX Runtime
   lightnets train --model mobilenet_v2 --data imagenette/ --resolution 128 --out runs/mnv2
   lightnets bench mobilenet_v2_100 --threads 1 --out bench/
+  lightnets compress --weights squeezenet1_1.gluon_npy --prune 0.6 --share-bits 6 --huffman -o sq.lnz
 
 Original weight files are found under --weights-root or $LIGHTNETS_WEIGHTS, in the cache
 ($LIGHTNETS_CACHE, default ~/.cache/lightnets), or downloaded and checked against their sha256.
@@ -425,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
     add_export_parser(sub)
     add_bench_parser(sub)
+    from .compress.cli import add_compress_parser
+
+    add_compress_parser(sub)
     for command in sub.choices.values():
         add_common_options(command)
     return parser

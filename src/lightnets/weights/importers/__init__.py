@@ -37,11 +37,19 @@ def _deep_compression(paths, model):
     return import_deep_compression(paths, model)
 
 
+def _lightnets_compressed(paths, model):
+    # The container's codec lives with the compression stage that writes it.
+    from ...compress.container import import_container
+
+    return import_container(paths, model)
+
+
 IMPORTERS = {
     "tflite": _tflite,
     "gluon_npy": _gluon_npy,
     "ncnn": _ncnn,
     "deep_compression": _deep_compression,
+    "lightnets_compressed": _lightnets_compressed,
 }
 
 
@@ -60,6 +68,7 @@ def format_of_path(path: Path) -> str:
         ".tflite": "tflite",
         ".param": "ncnn",
         ".net": "deep_compression",
+        ".lnz": "lightnets_compressed",
     }
     if suffix == ".bin" and path.with_suffix(".param").is_file():
         return "ncnn"

@@ -1,0 +1,48 @@
+"""Deep Compression: pruning, trained weight sharing, Huffman coding, a compact container.
+
+* :mod:`.pruning`: magnitude pruning with per-layer sparsities, masks kept through
+  fine-tuning, gradual schedules, sparsities allocated from a sensitivity scan;
+* :mod:`.sensitivity`: agreement with the float model against each layer's sparsity;
+* :mod:`.sharing`: per-layer k-means codebooks (linear initialisation), trained through
+  their members;
+* :mod:`.sparse` and :mod:`.huffman`: relative-index encoding and canonical Huffman codes;
+* :mod:`.container`: the ``.lnz`` file (``docs/compressed_format.md``), which every
+  command reads as ``--weights``; :mod:`.authors_format` writes the authors' ``.net``;
+* :mod:`.recovery`: distillation from the uncompressed model on available images;
+* :mod:`.pipeline`: :func:`compress_model`, the steps in order.
+
+Names are imported on first use, so reading a container does not load the training stage.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "compress_model": "pipeline",
+    "encode_model": "pipeline",
+    "Compressed": "pipeline",
+    "Recovery": "pipeline",
+    "prune": "pruning",
+    "finish": "pruning",
+    "read_sparsities": "pruning",
+    "allocate_sparsities": "pruning",
+    "magnitude_mask": "pruning",
+    "share_weights": "sharing",
+    "kmeans_1d": "sharing",
+    "read_container": "container",
+    "write_container": "container",
+    "encode_tensor": "container",
+    "write_deep_compression": "authors_format",
+    "recover": "recovery",
+    "sensitivity_scan": "sensitivity",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

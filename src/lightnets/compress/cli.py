@@ -1,0 +1,188 @@
+"""``lightnets compress``: prune, share and Huffman-code a trained model into a container."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..arguments import at_least, number_in, positive_int
+from ..files import write_bytes
+from ..render import FORMATS, render
+from ..weights.load import metadata_json
+from ..zoo import add_model_options, model_for_weights, model_kwargs, transform_of
+from .container import SUFFIX
+
+DESCRIPTION = f"""\
+Compress a trained model as Deep Compression does: fold BatchNorm, prune by magnitude
+(--prune for every layer, --sparsities per layer), recover by distillation from the
+uncompressed model on images at hand (--recovery-data, no labels needed), share each
+layer's weights through a k-means codebook of --share-bits bits and train the centroids,
+then Huffman-code the codebook indices and the gaps of the sparse encoding (--huffman).
+The output ({SUFFIX}) is read by every command as --weights, and by
+create_model(name, weights=FILE).
+"""
+
+EPILOG = """\
+examples:
+  lightnets compress squeezenet1_1 --weights squeezenet1_1.gluon_npy --prune 0.6 --share-bits 6 \\
+      --huffman --recovery-data imagenette/train --recovery-steps 300 -o squeezenet1_1.lnz
+  lightnets compress --weights squeezenet1_1.gluon_npy --sparsities sparsities.csv --share-bits 5 \\
+      --huffman -o small.lnz --deep-compression small.net
+  lightnets eval --data imagenet-sample/ --weights squeezenet1_1.lnz
+"""
+
+
+def bits_type(text: str) -> int:
+    """``--share-bits``: a whole number in 1..16."""
+    value = at_least(1)(text)
+    if value > 16:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: give a whole number of bits in 1..16")
+    return value
+
+
+def add_compress_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "compress",
+        help="prune, weight-share and Huffman-code a model (Deep Compression)",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", nargs="?", help="a registered name (optional when --weights says)")
+    p.add_argument("--weights", required=True, help="the trained weights: a tag or a file")
+    p.add_argument(
+        "--weights-root", metavar="DIR", help="folder of original weight files ($LIGHTNETS_WEIGHTS)"
+    )
+    g = p.add_argument_group("steps")
+    g.add_argument(
+        "--prune",
+        type=number_in(0, 1, high_open=True),
+        metavar="SPARSITY",
+        help="fraction of every layer's weights set to zero, in [0, 1)",
+    )
+    g.add_argument(
+        "--sparsities", metavar="FILE", help="per-layer sparsities: JSON {layer: s} or CSV layer,sparsity"
+    )
+    g.add_argument(
+        "--prune-stages", type=positive_int, default=1, help="gradual pruning in N stages (default 1)"
+    )
+    g.add_argument(
+        "--share-bits",
+        type=bits_type,
+        metavar="BITS",
+        help="k-means codebook of 2**BITS entries per layer (1-16)",
+    )
+    g.add_argument("--huffman", action="store_true", help="Huffman-code codebook indices and index gaps")
+    r = p.add_argument_group("recovery (distillation from the uncompressed model)")
+    r.add_argument("--recovery-data", action="append", metavar="DIR", help="a folder of images (repeatable)")
+    r.add_argument(
+        "--recovery-steps", type=at_least(0), default=0, help="steps after pruning and after sharing"
+    )
+    r.add_argument(
+        "--recovery-images", type=positive_int, metavar="N", help="use N images spread over the folders"
+    )
+    r.add_argument("--recovery-batch", type=positive_int, default=32, help="batch size (32)")
+    r.add_argument("--recovery-lr", type=number_in(1e-9, 1.0), default=1e-4, help="Adam learning rate (1e-4)")
+    r.add_argument("--teacher-cache", metavar="DIR", help="keep the teacher's logits here between runs")
+    p.add_argument("-o", "--output", required=True, metavar=f"FILE{SUFFIX}")
+    p.add_argument("--deep-compression", metavar="FILE.net", help="also write the authors' .net format")
+    p.add_argument("--format", choices=FORMATS, default="table", help="of the summary table")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_model_options(p)
+    p.set_defaults(func=cmd_compress)
+    return p
+
+
+def summary_rows(compressed: Any) -> tuple[list[tuple], dict[str, Any]]:
+    """The per-layer table and the totals of a :class:`~.pipeline.Compressed`."""
+    rows = [(r.name, r.params, r.nonzeros, r.bits, r.bytes, r.encoding) for r in compressed.rows()]
+    params = sum(r[1] for r in rows)
+    total = {
+        "params": params,
+        "nonzeros": sum(r[2] for r in rows),
+        "payload_bytes": sum(r[4] for r in rows),
+        "float32_bytes": 4 * params,
+    }
+    return rows, total
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from .pipeline import Recovery, compress_model
+    from .pruning import read_sparsities
+    from .recovery import recovery_images
+
+    output = Path(args.output)
+    if output.suffix != SUFFIX:
+        raise ValueError(f"{output}: the output must end in {SUFFIX}")
+    if args.deep_compression and Path(args.deep_compression).suffix != ".net":
+        raise ValueError(f"{args.deep_compression}: the Deep Compression file must end in .net")
+    if args.deep_compression and args.share_bits is None:
+        raise ValueError("--deep-compression needs --share-bits (at most 8)")
+    if args.recovery_steps and not args.recovery_data:
+        raise ValueError("--recovery-steps needs --recovery-data DIR (a folder of images)")
+    sparsities = read_sparsities(args.sparsities) if args.sparsities else None
+    paths = recovery_images(args.recovery_data, args.recovery_images) if args.recovery_data else None
+    model = model_for_weights(args.weights, args.model, args.weights_root, **model_kwargs(args, args.model))
+    name = getattr(model, "model_name", None) or args.model
+    recovery = None
+    if paths and args.recovery_steps:
+        recovery = Recovery(
+            paths,
+            transform_of(model),
+            args.recovery_steps,
+            args.recovery_batch,
+            args.recovery_lr,
+            cache_dir=args.teacher_cache,
+        )
+    compressed = compress_model(
+        model,
+        sparsity=args.prune,
+        sparsities=sparsities,
+        bits=args.share_bits,
+        use_huffman=args.huffman,
+        recovery=recovery,
+        prune_stages=args.prune_stages,
+        progress=not args.quiet,
+    )
+    metadata = json.loads(metadata_json(model, name, getattr(model, "model_kwargs", {})))
+    metadata["converted_from"] = str(args.weights)
+    authors = None
+    if args.deep_compression:  # made before anything is written: a model it cannot hold writes nothing
+        from .authors_format import deep_compression_bytes
+
+        authors = deep_compression_bytes(compressed.model, compressed.shared)
+    size = compressed.save(output, metadata)
+    if authors is not None:
+        write_bytes(args.deep_compression, authors)
+    rows, total = summary_rows(compressed)
+    ratio = total["float32_bytes"] / size
+    if args.format == "json":
+        print(
+            json.dumps(
+                {
+                    "layers": [dict(zip(HEADERS, r, strict=True)) for r in rows],
+                    "totals": total,
+                    "file_bytes": size,
+                    "ratio": ratio,
+                    "timings_s": compressed.timings,
+                },
+                indent=2,
+            )
+        )
+    else:
+        rows.append(("total", total["params"], total["nonzeros"], "", total["payload_bytes"], ""))
+        print(render(HEADERS, rows, args.format))
+        print(
+            f"\nwritten {output}: {size:,} bytes ({size / 1e6:.3f} MB) for {total['params']:,} parameters "
+            f"({total['float32_bytes'] / 1e6:.2f} MB as float32): {ratio:.1f}x smaller; "
+            f"{total['nonzeros']:,} non-zero ({100 * total['nonzeros'] / total['params']:.1f}%)"
+        )
+        steps = ", ".join(f"{k} {v:.1f} s" for k, v in compressed.timings.items())
+        print(f"time: {steps}", file=sys.stderr)
+    return 0
+
+
+HEADERS = ("tensor", "params", "non-zeros", "bits", "bytes", "encoding")

@@ -1,0 +1,214 @@
+"""Deep Compression of a trained model: fold, prune, recover, share, recover, encode.
+
+:func:`compress_model` runs the steps the options ask for on a copy of the model and
+returns a :class:`Compressed` result: the compressed model (BatchNorm folded, pruned
+weights zero, shared weights equal to their centroids), its encoded tensors and a
+per-layer summary, ready for :meth:`Compressed.save` as a lightnets container.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import tracemalloc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+from tqdm import tqdm
+
+from ..data.transforms import EvalTransform
+from ..deploy.fold import fold_batchnorm
+from .container import EncodedTensor, encode_tensor, write_container
+from .pruning import finish, gradual_sparsity, prunable_layers, prune, resolve_sparsities
+from .recovery import recover
+from .sharing import SharedLayer, check_bits, codebooks, share_weights
+
+__all__ = ["Compressed", "LayerRow", "Recovery", "compress_model", "encode_model"]
+
+
+@dataclass
+class Recovery:
+    """Where and how long a compressed model recovers (see :func:`.recovery.recover`)."""
+
+    paths: Sequence[Path]
+    transform: EvalTransform
+    steps: int  # per recovery phase (after pruning, after sharing)
+    batch_size: int = 32
+    lr: float = 1e-4
+    temperature: float = 2.0
+    cache_dir: str | Path | None = None
+
+
+@dataclass
+class LayerRow:
+    """One line of the summary table."""
+
+    name: str
+    params: int
+    nonzeros: int
+    bits: int  # bits per stored value before entropy coding (32 for float)
+    bytes: int
+    encoding: str
+
+
+@dataclass
+class Compressed:
+    """A compressed model, its encoded tensors and what each step cost."""
+
+    model: nn.Module
+    tensors: list[EncodedTensor]
+    shared: dict[str, SharedLayer]
+    sparsities: dict[str, float]
+    timings: dict[str, float] = field(default_factory=dict)  # step -> seconds
+    peak_memory: dict[str, int] = field(default_factory=dict)  # step -> bytes (Python allocations)
+    losses: list[float] = field(default_factory=list)
+
+    def rows(self) -> list[LayerRow]:
+        rows = []
+        for t in self.tensors:
+            e = t.entry
+            params = int(np.prod(e["shape"])) if e["shape"] else 1
+            bits = int(e.get("bits", 32))
+            rows.append(LayerRow(e["name"], params, int(e["nonzeros"]), bits, t.nbytes, e["encoding"]))
+        return rows
+
+    @property
+    def params(self) -> int:
+        return sum(r.params for r in self.rows())
+
+    @property
+    def payload_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+    def save(self, path: str | Path, metadata: Mapping[str, Any]) -> int:
+        """Write the container (atomically); returns its size in bytes."""
+        write_container(path, self.tensors, dict(metadata))
+        return Path(path).stat().st_size
+
+
+def encode_model(
+    model: nn.Module, shared: Mapping[str, SharedLayer], use_huffman: bool, progress: bool = False
+) -> list[EncodedTensor]:
+    """Every tensor of ``model``'s state dict encoded: shared layers with their codebook,
+    other multi-dimensional weights as dense or sparse float32 (the smaller), the rest dense."""
+    out = []
+    pruned = {f"{name}.weight" for name in prunable_layers(model)}
+    state = model.state_dict()
+    for key in tqdm(state, desc="encode", unit="tensor", disable=not progress):
+        array = state[key].detach().cpu().numpy()
+        layer = key.removesuffix(".weight")
+        if key.endswith(".weight") and layer in shared:
+            out.append(
+                encode_tensor(key, array, shared[layer].codebook, shared[layer].bits, use_huffman=use_huffman)
+            )
+        elif key in pruned and array.ndim >= 2:
+            out.append(encode_tensor(key, array, use_huffman=use_huffman))
+        else:
+            out.append(encode_tensor(key, array, sparse=False, use_huffman=use_huffman))
+    return out
+
+
+class _Step:
+    def __init__(self, result: dict[str, float], memory: dict[str, int], name: str) -> None:
+        self.result, self.memory, self.name = result, memory, name
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+        tracemalloc.start()
+
+    def __exit__(self, *exc: object) -> None:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        self.result[self.name] = self.result.get(self.name, 0.0) + time.perf_counter() - self.start
+        self.memory[self.name] = max(self.memory.get(self.name, 0), peak)
+
+
+def compress_model(
+    model: nn.Module,
+    sparsity: float | None = None,
+    sparsities: Mapping[str, float] | None = None,
+    bits: int | Mapping[str, int] | None = None,
+    use_huffman: bool = True,
+    recovery: Recovery | None = None,
+    prune_stages: int = 1,
+    progress: bool = True,
+) -> Compressed:
+    """Compress a copy of ``model`` (``model`` itself is not changed).
+
+    BatchNorm is folded first. Pruning (``sparsity`` for every layer, ``sparsities`` per
+    layer) runs in ``prune_stages`` stages on the cubic schedule, each followed by
+    ``recovery.steps / prune_stages`` distillation steps; then weight sharing with
+    ``bits`` (one width or per layer) and another ``recovery.steps`` steps that train the
+    centroids. ``use_huffman`` Huffman-codes indices and gaps.
+    """
+    if isinstance(bits, int) or isinstance(bits, bool):
+        check_bits(bits)
+    if prune_stages < 1:
+        raise ValueError(f"prune_stages must be at least 1, got {prune_stages}")
+    timings: dict[str, float] = {}
+    memory: dict[str, int] = {}
+    with _Step(timings, memory, "fold"):
+        work = fold_batchnorm(copy.deepcopy(model), inplace=True)
+        teacher = copy.deepcopy(work).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    table = resolve_sparsities(work, sparsity, sparsities)
+    losses: list[float] = []
+    if any(table.values()):
+        for stage in range(1, prune_stages + 1):
+            with _Step(timings, memory, "prune"):
+                prune(
+                    work, sparsities={k: gradual_sparsity(v, stage, prune_stages) for k, v in table.items()}
+                )
+            if recovery is not None and recovery.steps:
+                steps = max(1, recovery.steps // prune_stages)
+                start = time.perf_counter()
+                losses += recover(
+                    work,
+                    teacher,
+                    recovery.paths,
+                    recovery.transform,
+                    steps,
+                    recovery.batch_size,
+                    recovery.lr,
+                    recovery.temperature,
+                    recovery.cache_dir,
+                    seed=stage,
+                    progress=progress,
+                    desc=f"recovery after pruning ({stage}/{prune_stages})",
+                )
+                timings["recovery (pruning)"] = (
+                    timings.get("recovery (pruning)", 0.0) + time.perf_counter() - start
+                )
+    shared: dict[str, SharedLayer] = {}
+    if bits is not None:
+        with _Step(timings, memory, "share (k-means)"):
+            share_weights(work, bits, trainable=True)
+        if recovery is not None and recovery.steps:
+            start = time.perf_counter()
+            losses += recover(
+                work,
+                teacher,
+                recovery.paths,
+                recovery.transform,
+                recovery.steps,
+                recovery.batch_size,
+                recovery.lr,
+                recovery.temperature,
+                recovery.cache_dir,
+                seed=100,
+                progress=progress,
+                desc="recovery of the shared weights",
+            )
+            timings["recovery (sharing)"] = time.perf_counter() - start
+        shared = codebooks(work)
+    finish(work)
+    work.requires_grad_(False)
+    work.eval()
+    with _Step(timings, memory, "encode (Huffman)" if use_huffman else "encode"):
+        tensors = encode_model(work, shared, use_huffman, progress=progress)
+    return Compressed(work, tensors, shared, table, timings, memory, losses)
