@@ -8,7 +8,10 @@ Every importer builds a complete state dict first; it is checked against the mod
 
 from __future__ import annotations
 
+import difflib
+import functools
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +23,10 @@ from torch import Tensor, nn
 from ..data.transforms import EvalTransform
 from .spec import IMAGENET, WEIGHTS, WeightSpec, get_weights
 from .store import WeightsError, resolve, sha256_of
+
+RUN_WEIGHTS_FILE = "model.safetensors"  # what ``lightnets train --out FOLDER`` writes
+# Suffixes that make an unknown name read as a mistyped path rather than a mistyped tag.
+_PATH_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".tflite", ".param", ".net", ".npy", ".json")
 
 Importer = Callable[[list[Path], nn.Module], dict[str, Tensor]]
 
@@ -93,31 +100,161 @@ def load_weights(
     with its ``.bin``, a Deep Compression ``.net``). The model is changed only if the
     whole file loads and fits; otherwise :class:`WeightsError` (a ``ValueError``) says why.
     """
-    if isinstance(weights, str) and weights in WEIGHTS:
-        spec = get_weights(weights)
+    located = locate_weights(weights)
+    if isinstance(located, WeightSpec):
+        spec = located
         check_architecture(model, spec)
         paths = resolve(spec, root, download)
         state = importer_for(spec.format)(paths, model)
         config = PretrainedConfig(spec.tag, spec.transform, spec.categories, spec.to_dict())
     else:
-        path = Path(weights)
-        if not path.exists():
-            raise WeightsError(
-                f"{weights!s} is neither a known weights tag nor an existing file "
-                f"(tags: lightnets weights, or list_weights())"
-            )
-        state, config = read_file(path, model)
-    state = {
-        k: v.to(dtype=model.state_dict()[k].dtype) if k in model.state_dict() else v for k, v in state.items()
-    }
+        release, mismatch = identify_release(located)
+        try:
+            state, config = read_file(located, model, release)
+        except WeightsError as error:
+            if mismatch:  # say both: what is wrong inside, and that it is not the release
+                raise WeightsError(f"{error}; {mismatch}") from error
+            raise
+        if mismatch:
+            raise WeightsError(mismatch)
+    check_dtypes(model, state, str(weights))
+    own = model.state_dict()
+    state = {k: v.to(dtype=own[k].dtype) if k in own else v for k, v in state.items()}
     check_state_dict(model, state, str(weights))
     model.load_state_dict(state, strict=True)
     model.pretrained_cfg = config
     return model
 
 
-def read_file(path: Path, model: nn.Module) -> tuple[dict[str, Tensor], PretrainedConfig]:
-    """A state dict for ``model`` and its evaluation settings from one weights file."""
+def check_dtypes(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
+    """Refuse integer, boolean or complex tensors for the model's floating-point ones.
+
+    Casting them would load numbers that were never weights (an int64 dump, a mask) and
+    give a model that runs and answers wrongly; a float of another width is converted.
+    """
+    own = model.state_dict()
+    wrong = [
+        f"{k} is {str(v.dtype).removeprefix('torch.')}"
+        for k, v in state.items()
+        if k in own and own[k].is_floating_point() and not v.is_floating_point()
+    ]
+    if wrong:
+        raise WeightsError(
+            f"{source}: {len(wrong)} tensors are not floating point where the model's are "
+            f"(first: {', '.join(wrong[:3])}); refusing to convert them"
+        )
+
+
+def locate_weights(weights: str | Path) -> WeightSpec | Path:
+    """What ``weights`` names: a registered weight set, or the file to read.
+
+    A tag gives its spec; a training run folder (holding ``model.safetensors``, as
+    ``lightnets train --out`` writes) gives that file; an existing file or folder gives
+    itself. Anything else raises :class:`WeightsError`, suggesting close tags.
+    """
+    if isinstance(weights, str) and weights in WEIGHTS:
+        return get_weights(weights)
+    path = Path(weights)
+    if path.is_dir() and (path / RUN_WEIGHTS_FILE).is_file():
+        return path / RUN_WEIGHTS_FILE
+    if path.exists():
+        return path
+    text = str(weights)
+    close = difflib.get_close_matches(text, list(WEIGHTS), n=3, cutoff=0.6)
+    if close and os.sep not in text and "/" not in text:
+        raise WeightsError(
+            f"unknown weights tag {text!r}; did you mean {', '.join(close)}? (all tags: lightnets weights)"
+        )
+    if os.sep in text or "/" in text or text.lower().endswith(_PATH_SUFFIXES):
+        raise WeightsError(f"{text}: no such weights file or folder")
+    raise WeightsError(
+        f"{text!r} is neither a known weights tag nor an existing file "
+        f"(tags: lightnets weights, or list_weights())"
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_cached(path: str, size: int, mtime_ns: int, inode: int) -> str:
+    return sha256_of(Path(path))
+
+
+def _sha256(path: Path) -> str:
+    info = path.stat()
+    return _sha256_cached(str(path.resolve()), info.st_size, info.st_mtime_ns, info.st_ino)
+
+
+def release_of(path: Path) -> WeightSpec | None:
+    """The known release (a spec of ``WEIGHTS``) that ``path`` is, checked, or ``None``.
+
+    A file (or Gluon folder) is recognised by its name or by its content (sha256). One
+    that has a release file's name must also have its content: a flipped byte, a
+    truncated download or another file under that name raises :class:`WeightsError`
+    naming the file and both hashes. lightnets ``.safetensors`` files carry their own
+    digest and are not releases.
+    """
+    spec, mismatch = identify_release(path)
+    if mismatch:
+        raise WeightsError(mismatch)
+    return spec
+
+
+def identify_release(path: Path) -> tuple[WeightSpec | None, str | None]:
+    """(the release ``path`` is or claims to be by name, why its content is not that release)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return None, None
+    if path.is_dir():
+        return _release_folder(path)
+    if not path.is_file():
+        return None, None
+    given = [path]
+    if path.suffix in (".param", ".bin"):  # ncnn: the pair
+        given = [p for p in (path.with_suffix(".param"), path.with_suffix(".bin")) if p.is_file()]
+    found: WeightSpec | None = None
+    for file in given:
+        named = [(spec, f) for spec in WEIGHTS.values() for f in spec.files if Path(f.path).name == file.name]
+        actual = _sha256(file)
+        if named:
+            matching = [spec for spec, f in named if f.sha256 == actual]
+            if not matching:
+                spec, expected = named[0]
+                return spec, (
+                    f"{file} has the name of {spec.tag}'s file but not its content: sha256 {actual}, "
+                    f"expected {expected.sha256} (damaged or altered; give another file another name)"
+                )
+            found = found or matching[0]
+            continue
+        by_content = [spec for spec in WEIGHTS.values() if any(f.sha256 == actual for f in spec.files)]
+        found = found or (by_content[0] if by_content else None)
+    return found, None
+
+
+def _release_folder(folder: Path) -> tuple[WeightSpec | None, str | None]:
+    for spec in WEIGHTS.values():
+        if len(spec.files) < 2:
+            continue
+        common = os.path.commonpath([f.path for f in spec.files])
+        if Path(common).name != folder.name:
+            continue
+        for file in spec.files:
+            local = folder / os.path.relpath(file.path, common)
+            if local.is_file() and (actual := _sha256(local)) != file.sha256:
+                return spec, (
+                    f"{local} (a file of {spec.tag}) fails its checksum: sha256 {actual}, "
+                    f"expected {file.sha256} (damaged or altered)"
+                )
+        return spec, None
+    return None, None
+
+
+def read_file(
+    path: Path, model: nn.Module, release: WeightSpec | None = None
+) -> tuple[dict[str, Tensor], PretrainedConfig]:
+    """A state dict for ``model`` and its evaluation settings from one weights file.
+
+    ``release``: the known release the file is (see :func:`release_of`), whose
+    evaluation settings it brings.
+    """
     from .importers import format_of_path
 
     fmt = format_of_path(path)
@@ -141,16 +278,14 @@ def read_file(path: Path, model: nn.Module) -> tuple[dict[str, Tensor], Pretrain
     if fmt == "torch":
         from .importers.torch_peers import read_torch_state_dict
 
-        return read_torch_state_dict(path, model), PretrainedConfig(str(path), EvalTransform())
-    paths = [path]
-    if fmt == "ncnn":
-        paths = [path.with_suffix(".param"), path.with_suffix(".bin")]
-    state = importer_for(fmt)(paths, model)
-    # A file of a known release brings that release's evaluation settings.
-    digest = sha256_of(paths[-1]) if paths[-1].is_file() else None
-    spec = next((s for s in WEIGHTS.values() if any(f.sha256 == digest for f in s.files)), None)
-    if spec is not None:
-        return state, PretrainedConfig(str(path), spec.transform, spec.categories, spec.to_dict())
+        state = read_torch_state_dict(path, model)
+    else:
+        paths = [path]
+        if fmt == "ncnn":
+            paths = [path.with_suffix(".param"), path.with_suffix(".bin")]
+        state = importer_for(fmt)(paths, model)
+    if release is not None:
+        return state, PretrainedConfig(str(path), release.transform, release.categories, release.to_dict())
     return state, PretrainedConfig(str(path), EvalTransform())
 
 
@@ -175,13 +310,14 @@ def model_arguments_for(model_name: str, weights: str | Path, arguments: dict[st
     Raises :class:`WeightsError` when the user asked for a configuration the weights
     cannot have, or the weights belong to another model.
     """
-    if isinstance(weights, str) and weights in WEIGHTS:
-        spec = get_weights(weights)
+    located = locate_weights(weights)
+    spec = located if isinstance(located, WeightSpec) else release_of(located)
+    if spec is not None:
         if spec.model != model_name:
-            raise WeightsError(f"weights {spec.tag} are for {spec.model}, not {model_name}")
+            raise WeightsError(f"weights {spec.tag} ({weights}) are for {spec.model}, not {model_name}")
         fixed = dict(spec.model_kwargs)
     else:
-        path = Path(weights)
+        path = located
         metadata = _sidecar_metadata(path)
         if metadata.get("model") not in (None, model_name):
             raise WeightsError(f"{path} holds {metadata['model']} weights, not {model_name}")
@@ -196,24 +332,28 @@ def model_arguments_for(model_name: str, weights: str | Path, arguments: dict[st
 
 
 def _sidecar_metadata(path: Path) -> dict:
-    """Metadata of a lightnets weights file: in the safetensors header, or its .json."""
-    if path.suffix == ".safetensors" and path.is_file():
-        from .lightnets_format import read_metadata
+    """Checked metadata of a lightnets weights file: in the safetensors header, or its .json."""
+    from .lightnets_format import read_metadata, read_sidecar
 
+    if path.suffix == ".safetensors" and path.is_file():
         return read_metadata(path)
     if path.suffix == ".lnz" and path.is_file():
         from ..compress.container import read_container_metadata
 
         return read_container_metadata(path)
     sidecar = path.with_suffix(".json")
-    return json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    return read_sidecar(sidecar) if sidecar.is_file() and sidecar != path else {}
 
 
 def model_name_of_weights(weights: str | Path) -> str:
-    """The registry model a weights tag or lightnets file is for."""
-    if isinstance(weights, str) and weights in WEIGHTS:
-        return get_weights(weights).model
-    metadata = _sidecar_metadata(Path(weights)) if Path(weights).exists() else {}
+    """The registry model a weights tag, run folder, lightnets file or known release file is for."""
+    located = locate_weights(weights)
+    if isinstance(located, WeightSpec):
+        return located.model
+    metadata = _sidecar_metadata(located)
     if "model" in metadata:
         return metadata["model"]
+    release = release_of(located)
+    if release is not None:
+        return release.model
     raise WeightsError(f"{weights} does not say which model it is for: give --model")
