@@ -9,6 +9,7 @@ the value or file, never a traceback.
 import errno
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -203,17 +204,36 @@ def test_a_diverging_run_stops_naming_the_step_and_keeps_the_last_good_checkpoin
 ):
     out = tmp_path / "run"
     status, err = run_cli(
-        capsys, *TINY, "--data", data, "--out", out, "--lr", "1e6", "--checkpoint-every", "1", "--epochs", "3"
+        capsys,
+        *TINY,
+        "--data",
+        data,
+        "--out",
+        out,
+        "--lr",
+        "1e12",
+        "--warmup-epochs",
+        "0",
+        "--checkpoint-every",
+        "1",
+        "--epochs",
+        "3",
     )
     line = error_line(err)
-    assert status == 2 and "is not finite" in line and "at step" in line
-    failed_at = int(line.split("at step ")[1].split()[0])
+    # The loss or gradient of step N, or the weights an update left after step N.
+    found = re.search(
+        r"(loss|gradient norm) is not finite \(\w+\) at step (\d+)|weights are not finite after step (\d+)",
+        line,
+    )
+    assert status == 2 and found, line
+    failed_at = int(found.group(2) or found.group(3))
     state = ckpt.load_checkpoint(out / "checkpoint.pt")
-    assert state["progress"]["step"] == failed_at - 1  # the state before the bad step
+    assert state["progress"]["step"] == failed_at - 1  # the last good state
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     assert not (out / "model.safetensors").exists() and not (out / "train.lock").exists()
     records = strict_json_lines(out / "metrics.jsonl")
-    assert [r["step"] for r in records if r["kind"] == "step"] == list(range(1, failed_at))
+    steps = [r["step"] for r in records if r["kind"] == "step"]
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) in (failed_at - 1, failed_at)
 
 
 def test_logs_write_null_for_non_finite_numbers_one_whole_line_at_a_time(tmp_path):
@@ -417,3 +437,40 @@ def test_a_device_this_machine_lacks_is_refused(data, tmp_path, capsys):
     status, err = run_cli(capsys, *TINY, "--data", data, "--out", tmp_path / "run", "--device", "cuda:0")
     assert status == 2 and "--device cuda:0: no CUDA device" in error_line(err)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_does_not_block_a_new_start(
+    data, tmp_path, monkeypatch, one_thread
+):
+    out = tmp_path / "run"
+    cross_entropy = torch.nn.functional.cross_entropy
+    calls = []
+
+    def nan_from_the_second_step(*args, **kwargs):
+        calls.append(1)
+        loss = cross_entropy(*args, **kwargs)
+        return loss if len(calls) == 1 else loss * float("nan")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.nn.functional, "cross_entropy", nan_from_the_second_step)
+        with pytest.raises(ValueError, match=r"loss is not finite \(nan\) at step 2 .*no checkpoint"):
+            train(tiny_config(data, out, batch_size=2))
+    assert (out / "config.json").is_file() and not (out / "checkpoint.pt").exists()
+    assert train(tiny_config(data, out, lr=0.01)).steps == 1
+    assert json.loads((out / "config.json").read_text())["lr"] == 0.01
+    with pytest.raises(ValueError, match="already holds a training run"):
+        train(tiny_config(data, out, lr=0.01))
+
+
+def test_a_run_started_meanwhile_in_the_same_folder_is_not_overwritten(data, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    acquire = RunLock.acquire
+
+    def another_run_gets_there_first(self):
+        ckpt.save_checkpoint({"step": 7}, out / "checkpoint.pt")
+        return acquire(self)
+
+    monkeypatch.setattr(RunLock, "acquire", another_run_gets_there_first)
+    with pytest.raises(ValueError, match="already holds a training run"):
+        train(tiny_config(data, out))
+    assert not (out / "config.json").exists() and not (out / "train.lock").exists()

@@ -64,7 +64,7 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from .config import CONFIG_FILE, EXECUTION_FIELDS, EXTENDABLE_FIELDS, RELOCATABLE_FIELDS, TrainConfig
+from .config import EXECUTION_FIELDS, EXTENDABLE_FIELDS, RELOCATABLE_FIELDS, TrainConfig
 from .data import (
     AugmentedImages,
     Batch,
@@ -250,7 +250,9 @@ class Trainer:
         """The run to do, and the options a resumption changes (``{name: (old, new)}``)."""
         config = config.resolved().with_absolute_paths()
         if not resume:
-            if (self.out / CONFIG_FILE).is_file() or (self.out / LATEST).is_file():
+            # A folder whose run saved no checkpoint holds nothing to continue (a start that
+            # failed early): a new start may take it.
+            if (self.out / LATEST).is_file():
                 raise ValueError(
                     f"{self.out} already holds a training run; continue it with --resume or pick another --out"
                 )
@@ -274,6 +276,11 @@ class Trainer:
                     error.errno,
                 ) from None
             self.lock = RunLock(self.out).acquire()
+            if not resume and (self.out / LATEST).is_file():
+                # Another run started here while this one was being checked.
+                raise ValueError(
+                    f"{self.out} already holds a training run; continue it with --resume or pick another --out"
+                )
         state = load_checkpoint(checkpoint) if resume and checkpoint.is_file() else None
         if state is not None:
             self._check_checkpoint(state, checkpoint)
@@ -510,20 +517,29 @@ class Trainer:
         self.interval_sums = [float(x) for x in progress["interval_sums"]]
 
     def save(self) -> None:
+        # A finite gradient times a huge learning rate can still overflow the weights:
+        # such a state is never saved over the last good one.
+        for name, module in (("weights", self.model), ("EMA weights", self.ema.module if self.ema else None)):
+            if module is not None and not all(
+                bool(torch.isfinite(t).all()) for t in module.state_dict().values() if t.is_floating_point()
+            ):
+                raise self._diverged(name, math.nan, after=True)
         if self.env.is_main:
             if self.teacher_cache is not None:
                 self.teacher_cache.flush()
             save_checkpoint(self._state(), self.out / LATEST)
         self.saved_step = self.step
 
-    def _diverged(self, what: str, value: float) -> NonFiniteError:
+    def _diverged(self, what: str, value: float, after: bool = False) -> NonFiniteError:
+        where = f"after step {self.step}" if after else f"at step {self.step + 1}"
         kept = (
             f"{self.out / LATEST} keeps the last good state (step {self.saved_step})"
             if self.saved_step is not None
             else "no checkpoint had been written yet"
         )
         return NonFiniteError(
-            f"the {what} is not finite ({value}) at step {self.step + 1} (epoch {self.epoch + 1}); "
+            f"the {what} {'are not finite' if after else f'is not finite ({value})'} {where} "
+            f"(epoch {self.epoch + 1}); "
             f"training stopped and {kept}. A lower --lr (now {self.config.lr:g}) or --clip-grad may help"
         )
 
