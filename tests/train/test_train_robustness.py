@@ -474,3 +474,37 @@ def test_a_run_started_meanwhile_in_the_same_folder_is_not_overwritten(data, tmp
     with pytest.raises(ValueError, match="already holds a training run"):
         train(tiny_config(data, out))
     assert not (out / "config.json").exists() and not (out / "train.lock").exists()
+
+
+def test_config_json_stores_paths_inside_the_run_relative_and_others_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "teacher.safetensors").write_bytes(b"")
+    config = TrainConfig(
+        model="mobilenet_v2",
+        data="data",
+        out="runs/a",
+        teacher="teacher.safetensors",
+        teacher_cache="runs/a/cache",
+        teacher_weights=None,
+        weights="mobilenet_v2_100_224.tflite_uint8",  # a tag, not a path
+    )
+    (tmp_path / "runs/a").mkdir(parents=True)
+    config.save("runs/a")
+    stored = json.loads((tmp_path / "runs/a/config.json").read_text())
+    assert "out" not in stored and stored["teacher_cache"] == "cache"
+    assert stored["data"] == str(tmp_path / "data")
+    assert stored["teacher"] == str(tmp_path / "teacher.safetensors")
+    assert stored["weights"] == "mobilenet_v2_100_224.tflite_uint8"
+    (tmp_path / "runs/a").rename(tmp_path / "moved")
+    loaded = TrainConfig.load(tmp_path / "moved")
+    assert loaded.out == str(tmp_path / "moved") and loaded.teacher_cache == str(tmp_path / "moved/cache")
+    assert loaded.data == str(tmp_path / "data") and loaded.weights == "mobilenet_v2_100_224.tflite_uint8"
+    # A configuration written before runs were folder-relative: its paths were the caller's.
+    legacy = {**stored, "out": "runs/a", "data": "data", "teacher_cache": "runs/a/cache"}
+    (tmp_path / "moved/config.json").write_text(json.dumps(legacy))
+    loaded = TrainConfig.load(tmp_path / "moved")
+    assert loaded.out == str(tmp_path / "moved") and loaded.data == str(tmp_path / "data")
+    (tmp_path / "moved/config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="config.json is not a readable run configuration"):
+        TrainConfig.load(tmp_path / "moved")
