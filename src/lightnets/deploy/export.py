@@ -25,8 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..classify import labels_of, transform_of
 from ..data.transforms import EvalTransform
+from ..files import atomic_path
+from ..zoo import labels_of, transform_of
 from .fold import fold_batchnorm
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "export_onnx",
     "onnx_metadata",
     "read_metadata",
+    "save_onnx",
     "write_metadata",
 ]
 
@@ -93,14 +95,34 @@ class OnnxMetadata:
 
         meta = cls()
         meta.model_name = take("model") or None
-        if (text := take("model_kwargs")) is not None:
-            meta.model_kwargs = json.loads(text)
-        if (text := take("input_size")) is not None:
-            meta.input_size = tuple(int(v) for v in json.loads(text))  # type: ignore[assignment]
-        if (text := take("transform")) is not None:
-            meta.transform = EvalTransform.from_dict(json.loads(text))
-        if (text := take("class_names")) is not None:
-            meta.class_names = list(json.loads(text))
+        # The file is untrusted: a value that is not what lightnets writes is a ValueError
+        # naming the key, never a TypeError from deep inside.
+        key = ""
+        try:
+            if (text := take(key := "model_kwargs")) is not None:
+                meta.model_kwargs = json.loads(text)
+                if not isinstance(meta.model_kwargs, dict):
+                    raise ValueError("not a JSON object")
+            if (text := take(key := "input_size")) is not None:
+                size = json.loads(text)
+                if (
+                    not isinstance(size, list)
+                    or len(size) != 3
+                    or not all(
+                        isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 1 << 16 for v in size
+                    )
+                ):
+                    raise ValueError(f"expected [C, H, W], got {text[:80]!r}")
+                meta.input_size = tuple(size)  # type: ignore[assignment]
+            if (text := take(key := "transform")) is not None:
+                meta.transform = EvalTransform.from_dict(json.loads(text))
+            if (text := take(key := "class_names")) is not None:
+                names = json.loads(text)
+                if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                    raise ValueError("not a list of names")
+                meta.class_names = names
+        except (ValueError, TypeError, RecursionError) as error:
+            raise ValueError(f"bad lightnets metadata {PREFIX}{key}: {error}") from None
         meta.categories = take("categories") or ""
         meta.weights = take("weights")
         meta.precision = take("precision") or "fp32"
@@ -229,7 +251,15 @@ def export_onnx(
     write_metadata(proto, metadata)
     if check:
         onnx.checker.check_model(proto, full_check=True)
+    return save_onnx(proto, path)
+
+
+def save_onnx(proto: Any, path: str | Path) -> Path:
+    """Write an ``onnx.ModelProto`` to ``path`` atomically: on a full or read-only disk
+    :class:`~lightnets.files.OutputError` is raised and an existing file stays intact."""
+    import onnx
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(proto, str(path))
+    with atomic_path(path) as partial:
+        onnx.save(proto, str(partial))
     return path

@@ -11,7 +11,6 @@ as they take a model.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -128,9 +127,24 @@ class Runtime:
         return self
 
     def run(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Logits (N, classes) of a preprocessed (N, C, H, W) batch, as a NumPy array."""
+        """Logits (N, classes) of a preprocessed (N, C, H, W) float batch, as a NumPy array.
+
+        Integer input (uint8 pixels, int64) is refused with ``ValueError``: the network
+        takes normalised floats; :meth:`classify` prepares images.
+        """
+        dtype = batch.dtype if isinstance(batch, np.ndarray | torch.Tensor) else np.asarray(batch).dtype
+        floating = (
+            dtype.is_floating_point if isinstance(dtype, torch.dtype) else np.issubdtype(dtype, np.floating)
+        )
+        if not floating:
+            # uint8 pixels or integer arrays would be fed as if normalised and give a wrong class.
+            name = str(dtype).removeprefix("torch.")
+            raise ValueError(
+                f"expected a preprocessed floating-point batch (normalised as the model's transform "
+                f"says), got {name}; for images use Runtime.classify or Runtime.preprocess"
+            )
         if isinstance(batch, torch.Tensor):
-            batch = batch.detach().cpu().numpy()
+            batch = batch.detach().cpu().float().numpy()
         array = np.ascontiguousarray(batch, dtype=np.float32)
         if array.ndim == 3:
             array = array[None]
@@ -170,9 +184,9 @@ class Runtime:
 
 
 def _export_cache() -> Path:
-    from ..weights.store import cache_dir
+    from ..weights.store import cache_folder
 
-    return cache_dir().parent / "onnx"
+    return cache_folder("onnx")
 
 
 def open_runtime(
@@ -202,9 +216,7 @@ def open_runtime(
         target = _export_cache() / f"{weights}.lightnets-{__version__}.opset{DEFAULT_OPSET}.onnx"
         if not target.is_file():
             loaded = model_for_weights(weights, model, weights_root)
-            partial = target.with_suffix(f".{os.getpid()}.part")
-            export_onnx(loaded, partial)
-            partial.replace(target)
+            export_onnx(loaded, target)  # atomic: a concurrent reader sees no partial file
         return Runtime(target, threads=threads)
     import tempfile
 
