@@ -16,6 +16,7 @@ from .classify import evaluate, predict
 from .cost import profile
 from .data.images import DEFAULT_MAX_PIXELS, ENV_MAX_PIXELS, set_max_pixels
 from .deploy.cli import add_backend_options, add_bench_parser, add_export_parser, model_for_backend
+from .files import write_text
 from .models import get_entry, list_models
 from .render import FORMATS, render
 from .weights import convert, get_weights, list_weights
@@ -232,7 +233,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "paper_tables.md").write_text(text + "\n")
+        write_text(out / "paper_tables.md", text + "\n")
         from .plots import accuracy_vs_madds
 
         plot = accuracy_vs_madds([papers.measure(f) for f in papers.FIGURES], out / "accuracy_vs_madds.png")

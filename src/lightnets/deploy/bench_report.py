@@ -7,6 +7,7 @@ import platform
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..files import atomic_path, atomic_write, write_text
 from .bench import BACKENDS, FOREIGN_BACKENDS, Measurement, speedup_per_madds_cut
 
 __all__ = ["cpu_name", "machine_description", "markdown_table", "plot_latency_vs_madds", "write_report"]
@@ -122,7 +123,8 @@ def plot_latency_vs_madds(measurements: Sequence[Measurement], rates: dict[int, 
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as temporary:
+        fig.savefig(temporary, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
     plt.close(fig)
 
 
@@ -140,7 +142,7 @@ def write_report(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, md_path, png_path = (out / f"{name}{suffix}" for suffix in (".csv", ".md", ".png"))
-    with open(csv_path, "w", newline="") as handle:
+    with atomic_write(csv_path, "w", newline="") as handle:
         rows = [m.to_dict() | {"floor_ms": _floor_ms(m, rates)} for m in measurements]
         writer = csv.DictWriter(handle, list(rows[0]))
         writer.writeheader()
@@ -165,6 +167,6 @@ def write_report(
         *speedup_lines(measurements),
         *notes,
     ]
-    md_path.write_text("\n".join(text) + "\n")
+    write_text(md_path, "\n".join(text) + "\n")
     plot_latency_vs_madds(measurements, rates, png_path)
     return [csv_path, md_path, png_path]
