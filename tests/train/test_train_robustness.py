@@ -175,6 +175,8 @@ def test_a_refused_start_writes_nothing_and_the_corrected_command_runs(data, tmp
         (["--data", empty], "hold no images"),
         (["--data", data, "--model", "mobilenet_v9"], "unknown model 'mobilenet_v9'"),
         (["--data", data, "--resolution", "7"], "--resolution 7 does not fit mobilenet_v2"),
+        (["--data", data, "--num-classes", "5"], "--num-classes 5 does not match the 2 classes"),
+        (["--data", data, "--width", "-1"], "width must be in (0, 2], got -1.0"),
         (["--data", data, "--batch-size", "64"], "do not fill one batch of 64"),
         (["--data", data, "--teacher", tmp_path / "no-run"], "no-run"),
     ]

@@ -23,7 +23,11 @@ Train a lightnets model from scratch, fine-tune it from pretrained weights (--we
 distil a teacher into it (--teacher). DIR (--out) receives config.json, checkpoint.pt
 (every --checkpoint-every steps and every epoch), metrics.jsonl / metrics.csv, curves.png,
 summary.json and the final weights (model.safetensors, model_ema.safetensors with an EMA).
---resume continues the run in DIR, even after a kill, and ends as the uninterrupted run.
+--resume continues the run in DIR, even after a kill, and ends as the uninterrupted run;
+DIR is the run (it may be moved or copied), --epochs may grow, --data may point to where
+the same images moved, other training options must stay as they were. One process at a
+time trains in DIR (DIR/train.lock names it). A loss, gradient or weights that stop being
+finite stop the run (exit status 2); the last checkpoint keeps the last good state.
 
 DATA is a folder of class folders, a folder with train/ and val/ (or test/) class folders
 (e.g. Imagenette), a CIFAR-10 JPEG .tar.gz, or a folder of CIFAR-10 python batches.

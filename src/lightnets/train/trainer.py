@@ -374,7 +374,13 @@ class Trainer:
     def _build_model(self) -> None:
         c = self.config
         num_classes = len(self.classes)
-        self.model = build_model(c.model, c.weights, num_classes, c.model_kwargs)
+        kwargs = dict(c.model_kwargs)
+        given = kwargs.pop("num_classes", num_classes)
+        if given != num_classes:
+            raise ValueError(
+                f"--num-classes {given} does not match the {num_classes} classes of {c.data}; leave it out"
+            )
+        self.model = build_model(c.model, c.weights, num_classes, kwargs)
         check_resolution(self.model, c.model, c.resolution)
         loaded = getattr(self.model, "pretrained_cfg", None)
         mean, std, order = IMAGENET_MEAN, IMAGENET_STD, "RGB"
