@@ -35,7 +35,7 @@ EXTENDABLE_FIELDS = frozenset({"epochs"})
 # May change on resume when the data moved: the trainer checks that the training images
 # found there are the ones the checkpoint was trained on (names and labels).
 RELOCATABLE_FIELDS = frozenset({"data", "val_data"})
-# Paths that must exist; made absolute (or run-relative) when a run is saved.
+# Always paths: stored absolute, or relative to the run folder when inside it.
 DATA_PATHS = ("data", "val_data", "teacher_cache")
 # Either a path or a name (a weights tag, a registered model): a path only if it exists.
 PATH_OR_NAME = ("weights", "teacher", "teacher_weights")

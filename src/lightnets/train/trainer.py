@@ -5,7 +5,8 @@ A run is a :class:`~.config.TrainConfig` and an output folder. The folder receiv
 ``metrics.jsonl`` / ``metrics.csv``, ``curves.png``, ``summary.json`` and the final
 weights as lightnets safetensors files (``model.safetensors``, and
 ``model_ema.safetensors`` with an EMA), which ``create_model(name, weights=path)`` and
-``lightnets eval --weights path`` load.
+``lightnets eval --weights path`` load. While a process trains in the folder,
+``train.lock`` names it (:class:`~.checkpoint.RunLock`).
 
 Why a resumed run ends with the same weights as an uninterrupted one: nothing random
 is drawn from a stream whose position would have to be restored. The epoch order is
