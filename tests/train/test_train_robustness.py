@@ -424,7 +424,7 @@ def test_moved_data_resumes_only_if_it_holds_the_same_images(tiny_imagenette, tm
     moved = tmp_path / "moved"
     data.rename(moved)
     status, err = run_cli(capsys, "--out", out, "--resume", "--epochs", "2")
-    assert status == 2 and f"{data}: no such file or folder" in error_line(err)
+    assert status == 2 and f"{data}: no such file or folder (if the run's data moved" in error_line(err)
     status, err = run_cli(capsys, "--out", out, "--resume", "--epochs", "2", "--data", moved)
     assert status == 0, err
     resumed = [r for r in strict_json_lines(out / "metrics.jsonl") if r["kind"] == "resume"]

@@ -212,6 +212,7 @@ class Trainer:
         self.out = Path(config.out)  # as given: every file of the run is found from it
         self.lock: RunLock | None = None
         # Everything is checked before anything is written.
+        self.resuming = resume
         config, self.changes = self._plan(config, resume)
         self.config = config
         if config.threads:
@@ -342,6 +343,11 @@ class Trainer:
         # Decode JPEGs shrunk by powers of two while they stay twice the training side:
         # even the smallest random crops then keep their detail; huge photos decode fast.
         min_side = 2 * c.resolution
+        for name in ("data", "val_data"):
+            path = getattr(c, name)
+            if path and not os.path.exists(path):
+                hint = f" (if the run's data moved, give its new place with --{name.replace('_', '-')})"
+                raise ValueError(f"{path}: no such file or folder" + (hint if self.resuming else ""))
         try:
             self.train_source = open_source(c.data, "train", min_side)
             val_path = c.val_data or (c.data if has_split(c.data, "val") else None)
