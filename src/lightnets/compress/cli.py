@@ -82,6 +82,13 @@ def add_compress_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--recovery-steps", type=at_least(0), default=0, help="steps after pruning and after sharing"
     )
     r.add_argument(
+        "--reconstruct-images",
+        type=positive_int,
+        metavar="N",
+        help="first refit every layer to the float model by least squares on N recovery images "
+        "(fast on a CPU; sharing then follows layer by layer)",
+    )
+    r.add_argument(
         "--recovery-images", type=positive_int, metavar="N", help="use N images spread over the folders"
     )
     r.add_argument("--recovery-batch", type=positive_int, default=32, help="batch size (32)")
@@ -121,8 +128,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.deep_compression}: the Deep Compression file must end in .net")
     if args.deep_compression and args.share_bits is None:
         raise ValueError("--deep-compression needs --share-bits (at most 8)")
-    if args.recovery_steps and not args.recovery_data:
-        raise ValueError("--recovery-steps needs --recovery-data DIR (a folder of images)")
+    if (args.recovery_steps or args.reconstruct_images) and not args.recovery_data:
+        raise ValueError(
+            "--recovery-steps and --reconstruct-images need --recovery-data DIR (a folder of images)"
+        )
     sparsities = read_sparsities(args.sparsities) if args.sparsities else None
     paths = recovery_images(args.recovery_data, args.recovery_images) if args.recovery_data else None
     model = model_for_weights(args.weights, args.model, args.weights_root, **model_kwargs(args, args.model))
@@ -137,6 +146,14 @@ def cmd_compress(args: argparse.Namespace) -> int:
             args.recovery_lr,
             cache_dir=args.teacher_cache,
         )
+    calibration = None
+    if args.reconstruct_images:
+        from .recovery import load_batches
+
+        chosen = paths[:: max(1, len(paths) // args.reconstruct_images)][: args.reconstruct_images]
+        calibration = load_batches(
+            chosen, transform_of(model), args.recovery_batch, not args.quiet, "calibration"
+        )
     compressed = compress_model(
         model,
         sparsity=args.prune,
@@ -145,6 +162,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         use_huffman=args.huffman,
         recovery=recovery,
         prune_stages=args.prune_stages,
+        calibration=calibration,
         progress=not args.quiet,
     )
     metadata = json.loads(metadata_json(model, name, getattr(model, "model_kwargs", {})))

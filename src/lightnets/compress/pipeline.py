@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch import nn
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..data.transforms import EvalTransform
 from ..deploy.fold import fold_batchnorm
 from .container import EncodedTensor, encode_tensor, write_container
 from .pruning import finish, gradual_sparsity, prunable_layers, prune, resolve_sparsities
+from .reconstruction import reconstruct
 from .recovery import recover
 from .sharing import SharedLayer, check_bits, codebooks, share_weights
 
@@ -127,6 +128,25 @@ class _Step:
         self.memory[self.name] = max(self.memory.get(self.name, 0), peak)
 
 
+def _recover(
+    work: nn.Module, teacher: nn.Module, recovery: Recovery, steps: int, seed: int, desc: str, progress: bool
+) -> list[float]:
+    return recover(
+        work,
+        teacher,
+        recovery.paths,
+        recovery.transform,
+        steps,
+        recovery.batch_size,
+        recovery.lr,
+        recovery.temperature,
+        recovery.cache_dir,
+        seed=seed,
+        progress=progress,
+        desc=desc,
+    )
+
+
 def compress_model(
     model: nn.Module,
     sparsity: float | None = None,
@@ -135,6 +155,7 @@ def compress_model(
     use_huffman: bool = True,
     recovery: Recovery | None = None,
     prune_stages: int = 1,
+    calibration: Sequence[Tensor] | None = None,
     progress: bool = True,
 ) -> Compressed:
     """Compress a copy of ``model`` (``model`` itself is not changed).
@@ -144,6 +165,11 @@ def compress_model(
     ``recovery.steps / prune_stages`` distillation steps; then weight sharing with
     ``bits`` (one width or per layer) and another ``recovery.steps`` steps that train the
     centroids. ``use_huffman`` Huffman-codes indices and gaps.
+
+    With ``calibration`` (normalised image batches), every layer is first refitted to the
+    float model by least squares right after pruning, and shared right after its refit
+    (:func:`.reconstruction.reconstruct`); distillation, if asked, then trains the
+    centroids and biases.
     """
     if isinstance(bits, int) or isinstance(bits, bool):
         check_bits(bits)
@@ -158,54 +184,44 @@ def compress_model(
             p.requires_grad_(False)
     table = resolve_sparsities(work, sparsity, sparsities)
     losses: list[float] = []
-    if any(table.values()):
-        for stage in range(1, prune_stages + 1):
-            with _Step(timings, memory, "prune"):
-                prune(
-                    work, sparsities={k: gradual_sparsity(v, stage, prune_stages) for k, v in table.items()}
-                )
-            if recovery is not None and recovery.steps:
-                steps = max(1, recovery.steps // prune_stages)
-                start = time.perf_counter()
-                losses += recover(
-                    work,
-                    teacher,
-                    recovery.paths,
-                    recovery.transform,
-                    steps,
-                    recovery.batch_size,
-                    recovery.lr,
-                    recovery.temperature,
-                    recovery.cache_dir,
-                    seed=stage,
-                    progress=progress,
-                    desc=f"recovery after pruning ({stage}/{prune_stages})",
-                )
-                timings["recovery (pruning)"] = (
-                    timings.get("recovery (pruning)", 0.0) + time.perf_counter() - start
-                )
     shared: dict[str, SharedLayer] = {}
-    if bits is not None:
-        with _Step(timings, memory, "share (k-means)"):
-            share_weights(work, bits, trainable=True)
+    if calibration is not None:
+        with _Step(timings, memory, "prune"):
+            prune(work, sparsities=table)
+        start = time.perf_counter()
+        reconstruct(work, teacher, calibration, bits, progress=progress)
+        timings["reconstruct"] = time.perf_counter() - start
         if recovery is not None and recovery.steps:
             start = time.perf_counter()
-            losses += recover(
-                work,
-                teacher,
-                recovery.paths,
-                recovery.transform,
-                recovery.steps,
-                recovery.batch_size,
-                recovery.lr,
-                recovery.temperature,
-                recovery.cache_dir,
-                seed=100,
-                progress=progress,
-                desc="recovery of the shared weights",
-            )
-            timings["recovery (sharing)"] = time.perf_counter() - start
-        shared = codebooks(work)
+            losses += _recover(work, teacher, recovery, recovery.steps, 100, "recovery", progress)
+            timings["recovery"] = time.perf_counter() - start
+        if bits is not None:
+            shared = codebooks(work)
+    else:
+        if any(table.values()):
+            for stage in range(1, prune_stages + 1):
+                with _Step(timings, memory, "prune"):
+                    prune(
+                        work,
+                        sparsities={k: gradual_sparsity(v, stage, prune_stages) for k, v in table.items()},
+                    )
+                if recovery is not None and recovery.steps:
+                    steps = max(1, recovery.steps // prune_stages)
+                    start = time.perf_counter()
+                    desc = f"recovery after pruning ({stage}/{prune_stages})"
+                    losses += _recover(work, teacher, recovery, steps, stage, desc, progress)
+                    timings["recovery (pruning)"] = (
+                        timings.get("recovery (pruning)", 0.0) + time.perf_counter() - start
+                    )
+        if bits is not None:
+            with _Step(timings, memory, "share (k-means)"):
+                share_weights(work, bits, trainable=True)
+            if recovery is not None and recovery.steps:
+                start = time.perf_counter()
+                desc = "recovery of the shared weights"
+                losses += _recover(work, teacher, recovery, recovery.steps, 100, desc, progress)
+                timings["recovery (sharing)"] = time.perf_counter() - start
+            shared = codebooks(work)
     finish(work)
     work.requires_grad_(False)
     work.eval()
