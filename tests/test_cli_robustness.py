@@ -99,3 +99,23 @@ def test_predict_takes_one_path_as_a_string(tmp_path):
     path = str(tmp_path / "a" / "0.png")
     predictions, skipped = predict(trained_on(["x", "y"]), path, topk=1)
     assert [p.path for p in predictions] == [path] and not skipped
+
+
+def test_train_refuses_a_bad_option_through_the_main_command(capsys, tmp_path, imagenette):
+    out = tmp_path / "run"
+    code, err = run(
+        capsys,
+        "train",
+        "--model",
+        "mobilenet_v2",
+        "--data",
+        str(imagenette),
+        "--out",
+        str(out),
+        "--label-smoothing",
+        "2",
+        "--max-pixels",
+        "1000000",
+    )
+    assert code == 2 and "--label-smoothing must be" in err and "Traceback" not in err
+    assert not out.exists()
