@@ -152,6 +152,7 @@ def atomic_write(
     _make_parent(path)
     fd, temporary = _create_temporary(path)
     try:
+        handle: IO[Any]
         try:
             if "b" in mode:
                 handle = os.fdopen(fd, "wb")

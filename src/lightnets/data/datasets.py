@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import Tensor
 
 from .categories import IMAGENET, imagenet_classes
@@ -40,7 +41,8 @@ class ImageDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, int, int] | None:
+    def __getitem__(self, index: int) -> tuple[Tensor | Image.Image, int, int] | None:
+        """The transformed image (the image itself without a transform), its label and index."""
         path, label = self.samples[index]
         try:
             image = load_image(path, self.min_side)

@@ -103,7 +103,7 @@ def load_image(path: str | Path, min_side: int | None = None, max_pixels: int | 
         with warnings.catch_warnings():
             # Pillow warns from MAX_IMAGE_PIXELS on; the limit above is the one that counts.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image: Image.Image = Image.open(path)
             pixels = image.width * image.height
             if pixels > limit:
                 raise _too_large(path, f"{image.width}x{image.height} = {pixels:,}", limit)

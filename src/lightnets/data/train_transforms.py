@@ -132,8 +132,8 @@ class TrainTransform:
             self.size,
             max(self.size, round(self.size / crop_fraction)),
             self.interpolation,
-            tuple(self.mean),
-            tuple(self.std),
+            (*self.mean,),
+            (*self.std,),
             self.channel_order,
         )
 
