@@ -15,6 +15,7 @@ downsamples), and ``forward_inner(x)`` returns ``(output, inner tensor)`` in one
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Protocol, TypeGuard
 
 import torch
 from torch import Tensor, nn
@@ -26,13 +27,30 @@ __all__ = [
     "ConvBNAct",
     "DepthwiseSeparable",
     "Fire",
+    "InnerTensorBlock",
     "InvertedResidual",
     "ShuffleUnit",
     "TFSamePad",
     "channel_shuffle",
+    "has_inner_tensor",
     "make_activation",
     "make_divisible",
 ]
+
+
+class InnerTensorBlock(Protocol):
+    """A block that names its inner tensor (see the module docstring)."""
+
+    inner_name: str
+    inner_channels: int
+    inner_stride: int
+
+    def forward_inner(self, x: Tensor) -> tuple[Tensor, Tensor]: ...
+
+
+def has_inner_tensor(block: object) -> TypeGuard[InnerTensorBlock]:
+    """Whether ``block`` can give its inner tensor (it has ``forward_inner``)."""
+    return hasattr(block, "forward_inner")
 
 
 def make_divisible(
@@ -124,10 +142,17 @@ class ConvBNAct(nn.Sequential):
     ) -> None:
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         if padding == "tf_same" and stride > 1:
+            if not isinstance(kernel_size, int):
+                raise ValueError(
+                    f"padding='tf_same' at stride {stride} needs a square kernel, got {kernel_size}"
+                )
             layers["pad"] = TFSamePad(kernel_size, stride, dilation)
             padding = 0
         elif padding in (None, "symmetric", "tf_same"):  # at stride 1 "SAME" is symmetric
-            padding = dilation * (kernel_size - 1) // 2
+            if isinstance(kernel_size, int):
+                padding = dilation * (kernel_size - 1) // 2
+            else:
+                padding = (dilation * (kernel_size[0] - 1) // 2, dilation * (kernel_size[1] - 1) // 2)
         layers["conv"] = nn.Conv2d(
             in_channels,
             out_channels,
@@ -280,6 +305,7 @@ class Fire(nn.Module):
         self.squeeze = ConvBNAct(in_channels, squeeze, 1, norm=False)
         self.expand1x1 = ConvBNAct(squeeze, expand1x1, 1, norm=False) if expand1x1 else None
         self.expand3x3 = ConvBNAct(squeeze, expand3x3, 3, norm=False) if expand3x3 else None
+        self.bypass: nn.Module | None
         if bypass is None:
             self.bypass = None
         elif bypass == "simple":

@@ -39,11 +39,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Protocol
 
 from torch import Tensor, nn
 
-from ..layers import ConvBNAct
+from ..layers import ConvBNAct, has_inner_tensor
 
 FEATURE_LOCATIONS = ("output", "expansion")
 OUTPUT_FORMATS = ("NCHW", "NHWC")
@@ -125,7 +125,7 @@ class FeatureStack:
 
 
 def _inner(
-    layers: Sequence[nn.Module], entry: FeatureInfo, reduction: int, stride: int
+    layers: Sequence[nn.Module] | nn.Sequential, entry: FeatureInfo, reduction: int, stride: int
 ) -> FeatureInfo | None:
     """The inner tensor of ``layers[entry.index]`` if it lies at ``reduction``.
 
@@ -134,14 +134,14 @@ def _inner(
     level, or after it (``inner_stride == stride``) for the level's own last block.
     """
     block = layers[entry.index]
-    if getattr(block, "inner_stride", None) != stride or not hasattr(block, "forward_inner"):
+    if getattr(block, "inner_stride", None) != stride or not has_inner_tensor(block):
         return None
     module = f"{entry.module}.{block.inner_name}"
     return FeatureInfo(entry.index, block.inner_channels, reduction, module, "expansion")
 
 
 def feature_levels(
-    layers: Sequence[nn.Module], info: Sequence[FeatureInfo], location: str
+    layers: Sequence[nn.Module] | nn.Sequential, info: Sequence[FeatureInfo], location: str
 ) -> FeatureInfoList:
     """One :class:`FeatureInfo` per output stride of ``layers`` at ``location``.
 
@@ -201,6 +201,17 @@ def check_dropout(value: float) -> float:
     if not 0.0 <= value < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {value!r}")
     return float(value)
+
+
+class Head(Protocol):
+    """What :class:`Classifier` needs of its head (:class:`ClassifierHead` and the others)."""
+
+    num_features: int
+    num_classes: int
+
+    def reset(self, num_classes: int) -> None: ...
+
+    def __call__(self, x: Tensor, pre_logits: bool = False) -> Tensor: ...
 
 
 class ClassifierHead(nn.Module):
@@ -267,7 +278,7 @@ class Classifier(nn.Module):
     def __init__(
         self,
         stack: FeatureStack,
-        head: nn.Module,
+        head: Head,
         min_input_size: int | None = None,
     ) -> None:
         super().__init__()
@@ -276,7 +287,7 @@ class Classifier(nn.Module):
         self._levels = {loc: feature_levels(self.features, self.layer_info, loc) for loc in FEATURE_LOCATIONS}
         self._feature_location = "output"
         self.feature_info = self._levels["output"]
-        self.head = head
+        self.head: Head = head
         self.total_stride = stack.reduction
         # The smallest input side the layers accept; by default one output pixel.
         self.min_input_size = min_input_size or stack.reduction
@@ -385,7 +396,7 @@ class Classifier(nn.Module):
             if index > last:
                 break
             if index in inners:
-                if not hasattr(layer, "forward_inner"):
+                if not has_inner_tensor(layer):
                     raise TypeError(f"features.{index} ({type(layer).__name__}) cannot give its inner tensor")
                 x, found[(index, False)] = layer.forward_inner(x)
             else:
@@ -417,7 +428,8 @@ class Classifier(nn.Module):
         if keep < len(self.features) and not prune_head:
             raise ValueError("the classifier head needs every layer: prune with prune_head=True")
         if keep < len(self.features):
-            self.features = self.features[:keep]
+            # Sequential.__getitem__ is hinted "Sequential | Module" for any index; a slice gives a Sequential.
+            self.features = self.features[:keep]  # type: ignore[assignment]
             self.layer_info = self.layer_info[:keep]
             self.total_stride = self.layer_info[-1].reduction
         self.feature_info = FeatureInfoList(self.feature_info[: max_index + 1])

@@ -75,6 +75,7 @@ class MobileNetV1(Classifier):
         stack.add(ConvBNAct(in_channels, channels, 3, stride, act=act, padding=padding), channels, stride)
         for _, stride, channels in rows:
             channels = make_divisible(channels * width)
+            layer: ConvBNAct | DepthwiseSeparable
             if variant == "full":
                 layer = ConvBNAct(stack.channels, channels, 3, stride, act=act, padding=padding)
             else:

@@ -56,11 +56,11 @@ class MobileNetV2(Classifier):
         stem = make_divisible(STEM_CHANNELS * width)
         stack.add(ConvBNAct(in_channels, stem, 3, 2, act="relu6", padding=padding), stem, 2)
         for t, c, n, s in BOTTLENECKS:
-            t = expansion if t != 1 else 1
+            factor = expansion if t != 1 else 1
             out = make_divisible(c * width)
             for i in range(n):
                 stride = s if i == 0 else 1
-                hidden = make_divisible(stack.channels * t) if t != 1 else stack.channels
+                hidden = make_divisible(stack.channels * factor) if factor != 1 else stack.channels
                 block = InvertedResidual(stack.channels, out, stride, hidden, padding=padding)
                 stack.add(block, out, stride)
         head = make_divisible(HEAD_CHANNELS * width) if width > 1.0 else HEAD_CHANNELS

@@ -163,8 +163,9 @@ def add_rows(stack: FeatureStack, rows: tuple, norm: bool, ceil_mode: bool = Fal
             _, kernel, stride, padding = row
             stack.add(nn.MaxPool2d(kernel, stride, padding, ceil_mode=ceil_mode), stack.channels, stride)
         else:
-            out, kernel, stride, padding, *groups = row
-            conv = ConvBNAct(stack.channels, out, kernel, stride, *groups, norm=norm, padding=padding)
+            out, kernel, stride, padding, *rest = row
+            groups = rest[0] if rest else 1
+            conv = ConvBNAct(stack.channels, out, kernel, stride, groups, norm=norm, padding=padding)
             stack.add(conv, out, stride)
 
 
@@ -215,8 +216,7 @@ def _branch_layer(in_channels: int, layer: object, norm: bool) -> tuple[nn.Modul
     stride = rest[0] if rest else 1
     kh, kw = kernel if isinstance(kernel, tuple) else (kernel, kernel)
     padding = (kh // 2, kw // 2) if stride == 1 else (0, 0)
-    # ConvBNAct's hints say int, but nn.Conv2d takes (kh, kw) pairs as they are.
-    conv = ConvBNAct(in_channels, out, (kh, kw), stride, norm=norm, padding=padding)  # type: ignore[arg-type]
+    conv = ConvBNAct(in_channels, out, (kh, kw), stride, norm=norm, padding=padding)
     return conv, out, stride
 
 
@@ -359,9 +359,9 @@ class InceptionV3(Classifier):
             stack.add(module, module.out_channels, module.stride)
         super().__init__(stack, ClassifierHead(stack.channels, num_classes, dropout), INCEPTION_V3_MIN_INPUT)
         # The released weights were trained with TensorFlow's BatchNorm epsilon.
-        for module in self.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.eps = 1e-3
+        for layer in self.modules():
+            if isinstance(layer, nn.BatchNorm2d):
+                layer.eps = 1e-3
 
 
 @register_model(family="reference")

@@ -153,11 +153,20 @@ def _squeezenet(
     num_classes: int,
     dropout: float,
     in_channels: int,
-    knobs: dict,
+    base_e: int | None,
+    incr_e: int | None,
+    freq: int | None,
+    pct3x3: float | None,
+    sr: float | None,
 ) -> SqueezeNet:
-    if any(v is not None for v in knobs.values()):
-        defaults = {"base_e": 128, "incr_e": 128, "freq": 2, "pct3x3": 0.5, "sr": 0.125}
-        rows = fire_rows(**{k: (defaults[k] if v is None else v) for k, v in knobs.items()})
+    if any(v is not None for v in (base_e, incr_e, freq, pct3x3, sr)):
+        rows = fire_rows(
+            base_e=128 if base_e is None else base_e,
+            incr_e=128 if incr_e is None else incr_e,
+            freq=2 if freq is None else freq,
+            pct3x3=0.5 if pct3x3 is None else pct3x3,
+            sr=0.125 if sr is None else sr,
+        )
         table = with_fire_rows(table, rows)
     return SqueezeNet(table, bypass, num_classes, dropout, in_channels)
 
@@ -190,8 +199,7 @@ def _squeezenet_builder(name: str, table: tuple, summary: str) -> Callable[..., 
         pct3x3: float | None = None,
         sr: float | None = None,
     ) -> SqueezeNet:
-        knobs = {"base_e": base_e, "incr_e": incr_e, "freq": freq, "pct3x3": pct3x3, "sr": sr}
-        return _squeezenet(table, bypass, num_classes, dropout, in_channels, knobs)
+        return _squeezenet(table, bypass, num_classes, dropout, in_channels, base_e, incr_e, freq, pct3x3, sr)
 
     # The registry, weight files and exports know a builder by its name.
     builder.__name__ = builder.__qualname__ = name
