@@ -2,6 +2,8 @@ import csv
 import io
 import json
 
+import pytest
+
 from lightnets.cli import main
 
 
@@ -54,8 +56,11 @@ def test_profile_json_with_memory(capsys):
 
 
 def test_profile_errors_name_the_problem(capsys):
-    code, _, err = run(capsys, "profile", "shufflenet_v1", "--groups", "5")
-    assert code == 2 and "groups must be one of [1, 2, 3, 4, 8]" in err
+    code, _, err = run(capsys, "profile", "shufflenet_v1", "--scale", "3")
+    assert code == 2 and "scale must be in (0, 2]" in err
+    with pytest.raises(SystemExit):  # the group counts of ShuffleNet's table are the choices
+        run(capsys, "profile", "shufflenet_v1", "--groups", "5")
+    assert "invalid choice: '5' (choose from 1, 2, 3, 4, 8)" in capsys.readouterr().err
     code, _, err = run(capsys, "profile", "mobilenet_v1", "--resolution", "16")
     assert code == 2 and "16x16 is too small" in err
     code, _, err = run(capsys, "profile", "mobilenet_v1", "--groups", "3")
