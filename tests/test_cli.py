@@ -60,7 +60,7 @@ def test_profile_errors_name_the_problem(capsys):
     assert code == 2 and "scale must be in (0, 2]" in err
     with pytest.raises(SystemExit):  # the group counts of ShuffleNet's table are the choices
         run(capsys, "profile", "shufflenet_v1", "--groups", "5")
-    assert "invalid choice: '5' (choose from 1, 2, 3, 4, 8)" in capsys.readouterr().err
+    assert "invalid choice: 5 (choose from 1, 2, 3, 4, 8)" in capsys.readouterr().err
     code, _, err = run(capsys, "profile", "mobilenet_v1", "--resolution", "16")
     assert code == 2 and "16x16 is too small" in err
     code, _, err = run(capsys, "profile", "mobilenet_v1", "--groups", "3")
