@@ -134,7 +134,7 @@ def activation_memory(
     if bytes_per_element <= 0:
         raise ValueError(f"bytes_per_element must be positive, got {bytes_per_element!r}")
     size = check_input_size(model, input_size)
-    block_names = frozenset()
+    block_names: frozenset[str] = frozenset()
     if execution == "block":
         block_names = (
             DEFAULT_BLOCKS

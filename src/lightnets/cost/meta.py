@@ -29,11 +29,12 @@ def meta_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
-def check_input_size(model: nn.Module, input_size: tuple[int, ...]) -> tuple[int, ...]:
+def check_input_size(model: nn.Module, input_size: tuple[int, ...]) -> tuple[int, int, int]:
     """Validate ``(C, H, W)`` against the model; raises ``ValueError`` naming the problem."""
     size = tuple(input_size)
     if len(size) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
         raise ValueError(f"input_size must be three positive integers (C, H, W), got {input_size!r}")
+    channels, height, width = size
     checker = getattr(model, "check_input_size", None)
     if callable(checker):
         checker(size[1], size[2])
@@ -43,7 +44,7 @@ def check_input_size(model: nn.Module, input_size: tuple[int, ...]) -> tuple[int
             f"input_size has {size[0]} channels but the model's first convolution takes "
             f"{first_conv.in_channels}"
         )
-    return size
+    return channels, height, width
 
 
 def run_on_meta(model: nn.Module, input_size: tuple[int, ...], hook_for: Callable | None = None) -> None:

@@ -37,7 +37,7 @@ class PretrainedConfig:
 
     source: str  # the tag or the file
     transform: EvalTransform
-    categories: str = IMAGENET
+    categories: str | list[str] = IMAGENET  # a known label set, or the class names
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
@@ -122,7 +122,8 @@ def load_weights(
     state = {k: v.to(dtype=own[k].dtype) if k in own else v for k, v in state.items()}
     check_state_dict(model, state, str(weights))
     model.load_state_dict(state, strict=True)
-    model.pretrained_cfg = config
+    # A plain attribute, not a submodule: setattr keeps nn.Module's typed __setattr__ out of it.
+    setattr(model, "pretrained_cfg", config)  # noqa: B010
     return model
 
 
@@ -316,7 +317,7 @@ def model_arguments_for(model_name: str, weights: str | Path, arguments: dict[st
         if spec.model != model_name:
             raise WeightsError(f"weights {spec.tag} ({weights}) are for {spec.model}, not {model_name}")
         fixed = dict(spec.model_kwargs)
-    else:
+    elif isinstance(located, Path):  # a file of no known release (a WeightSpec is its own spec)
         path = located
         metadata = _sidecar_metadata(path)
         if metadata.get("model") not in (None, model_name):

@@ -558,7 +558,7 @@ def _check_pair(layer: TFLiteLayer, slot: _Slot, last: bool, path: Path) -> np.n
             raise WeightsError(f"{where}: a depthwise convolution needs a depthwise Conv2d")
         weight = layer.weight[0].transpose(2, 0, 1)[:, None]  # [1,H,W,C] -> [C,1,H,W]
     elif layer.op == "CONV_2D":
-        if kind == "depthwise Conv2d" and module.in_channels > 1:
+        if kind == "depthwise Conv2d" and isinstance(module, nn.Conv2d) and module.in_channels > 1:
             raise WeightsError(f"{where}: a full convolution cannot go into a depthwise Conv2d")
         weight = layer.weight.transpose(0, 3, 1, 2)  # OHWI -> OIHW
         if isinstance(module, nn.Linear):

@@ -104,11 +104,12 @@ def read_torch_state_dict(path: Path, model: nn.Module) -> dict[str, Tensor]:
 def _unwrap(loaded: object, path: Path) -> dict[str, Tensor]:
     """The state dict inside a checkpoint (bare, or under 'state_dict' / 'model')."""
     if isinstance(loaded, Mapping):
+        state: Mapping = loaded
         for key in ("state_dict", "model", "model_state_dict"):
-            if key in loaded and isinstance(loaded[key], Mapping):
-                loaded = loaded[key]
+            if key in state and isinstance(state[key], Mapping):
+                state = state[key]
                 break
-        tensors = {k.removeprefix("module."): v for k, v in loaded.items() if isinstance(v, Tensor)}
+        tensors = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, Tensor)}
         if tensors:
             return tensors
     raise WeightsError(f"{path} holds no state dict of tensors")
