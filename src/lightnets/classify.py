@@ -105,9 +105,9 @@ def spread_over_classes(samples: list[tuple[Path, int]], limit: int) -> list[tup
     while queues and len(chosen) < limit:
         alive = []
         for queue in queues:
-            sample = next(queue, None)
-            if sample is not None and len(chosen) < limit:
-                chosen.append(sample)
+            taken = next(queue, None)
+            if taken is not None and len(chosen) < limit:
+                chosen.append(taken)
                 alive.append(queue)
         queues = alive
     return chosen

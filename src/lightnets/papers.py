@@ -290,7 +290,10 @@ FIGURES: tuple[PaperFigure, ...] = (
 def within_printed_precision(printed: str, value: float) -> bool:
     """Whether ``value`` rounds to ``printed`` at the precision it is printed with."""
     exact = Decimal(printed)
-    half = Decimal(1).scaleb(exact.as_tuple().exponent) / 2
+    exponent = exact.as_tuple().exponent
+    if not isinstance(exponent, int):  # "n", "N" or "F": NaN or infinity
+        raise ValueError(f"{printed!r} is not a finite number")
+    half = Decimal(1).scaleb(exponent) / 2
     return exact - half <= Decimal(repr(value)) < exact + half
 
 
@@ -411,7 +414,7 @@ class MemoryComparison:
 
 
 # MobileNetV2, Table 3, as printed (first row after the paper's first-layer trick).
-MEMORY_COLUMNS = {
+MEMORY_COLUMNS: dict[str, tuple[str, dict[str, Any], bool]] = {
     "MobileNetV1": ("mobilenet_v1", {}, False),
     "MobileNetV2": ("mobilenet_v2", {}, True),
     # The paper's column says 2x, g = 3 but its channels (400, 800, 1600) are those of
@@ -546,7 +549,7 @@ def report_sections(fmt: str = "markdown") -> list[tuple[str, str]]:
             return f"{m.kilobytes:.1f}"
         return f"{m.channels}/{m.kilobytes:.1f}" if m.channels else "not materialised (first-layer trick)"
 
-    rows = [
+    memory_rows = [
         (
             m.figure.column,
             "max" if m.figure.size is None else f"{m.figure.size}x{m.figure.size}",
@@ -559,7 +562,7 @@ def report_sections(fmt: str = "markdown") -> list[tuple[str, str]]:
         (
             "MobileNetV2, Table 3: largest tensor per spatial size, channels/KB "
             "(16-bit activations, each block one operation)",
-            render(("network", "size", "paper", "measured"), rows, fmt),
+            render(("network", "size", "paper", "measured"), memory_rows, fmt),
         )
     )
     return sections

@@ -28,23 +28,23 @@ def accuracy_vs_madds(comparisons: Sequence[Comparison], path: str | Path) -> Pa
     matplotlib.use("Agg")  # files only: no display is needed or assumed
     import matplotlib.pyplot as plt
 
-    points: dict[tuple, Comparison] = {}
+    points: dict[tuple, tuple[Comparison, float]] = {}  # each with its reported top-1
     for c in comparisons:
         f = c.figure
         key = (f.model, tuple(sorted(f.kwargs.items())), f.resolution)
         if f.top1 is not None and key not in points:
-            points[key] = c
+            points[key] = (c, f.top1)
     if not points:
         raise ValueError("none of the chosen models has a reported accuracy to plot")
     fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
     labelled: set[str] = set()
-    for c in points.values():
+    for c, top1 in points.values():
         family = get_entry(c.figure.model).family
         colour = FAMILY_COLOURS.get(family, "tab:gray")
         label = None if family in labelled else family
         labelled.add(family)
-        ax.scatter(c.total_madds, c.figure.top1, color=colour, label=label, zorder=3)
-        point = (c.total_madds, c.figure.top1)
+        ax.scatter(c.total_madds, top1, color=colour, label=label, zorder=3)
+        point = (c.total_madds, top1)
         ax.annotate(c.figure.label, point, fontsize=7, xytext=(4, 3), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("multiply-adds, millions (measured by lightnets, log scale)")
