@@ -126,3 +126,23 @@ def test_centroid_gradient_is_the_sum_over_its_members():
     shared = codebooks(model)
     finish(model)
     assert np.array_equal(model[2].weight.detach().numpy(), shared["2"].weight())
+
+
+def test_least_squares_refit_brings_the_pruned_model_closer():
+    from lightnets.compress.reconstruction import reconstruct
+
+    teacher = net().eval()
+    batches = [torch.randn(16, 3, 6, 6) for _ in range(2)]
+    plain = net()
+    prune(plain, sparsity=0.7)
+    refit = net()
+    prune(refit, sparsity=0.7)
+    shared = reconstruct(refit, teacher, batches, bits=4, progress=False)
+    assert set(shared) == {"0", "2", "4"}
+    with torch.no_grad():
+        x = torch.cat(batches)
+        error_plain = (plain(x) - teacher(x)).pow(2).mean()
+        error_refit = (refit(x) - teacher(x)).pow(2).mean()
+    assert error_refit < error_plain
+    finish(refit)
+    assert (refit[0].weight == 0).float().mean() >= 0.69

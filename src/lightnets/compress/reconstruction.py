@@ -118,20 +118,29 @@ def _statistics(
     return gram, cross, torch.cat(kept_x), torch.cat(kept_y)
 
 
-def _solve_kept(gram: Tensor, cross: Tensor, mask: Tensor, ridge: float) -> tuple[Tensor, Tensor]:
-    """Per output channel: least-squares weights on the kept inputs, and the bias."""
+def _solve_kept(gram: Tensor, cross: Tensor, mask: Tensor, start: Tensor, ridge: float) -> tuple[Tensor, Tensor]:
+    """Per output channel: least-squares weights on the kept inputs, and the bias.
+
+    The ridge term pulls towards the starting (pruned) weights, not towards zero: the
+    images at hand may cover few classes, and the refit should correct the layer's
+    response to them without forgetting what the float weights know about the rest.
+    """
     out_channels = mask.shape[0]
     flat_mask = mask.reshape(out_channels, -1)
+    prior = start.reshape(out_channels, -1).double()
     size = flat_mask.shape[1]
     weight = torch.zeros(out_channels, size, dtype=torch.float64)
     bias = torch.zeros(out_channels, dtype=torch.float64)
     scale = ridge * float(torch.diagonal(gram)[:size].mean().clamp_min(1e-12))
     for c in range(out_channels):
-        keep = torch.cat([torch.nonzero(flat_mask[c]).flatten(), torch.tensor([size])])
+        kept = torch.nonzero(flat_mask[c]).flatten()
+        keep = torch.cat([kept, torch.tensor([size])])
         g = gram[keep][:, keep].clone()
-        g[range(len(keep) - 1), range(len(keep) - 1)] += scale
-        solution = torch.linalg.solve(g, cross[keep, c])
-        weight[c, keep[:-1]] = solution[:-1]
+        g[range(len(kept)), range(len(kept))] += scale
+        rhs = cross[keep, c].clone()
+        rhs[: len(kept)] += scale * prior[c, kept]
+        solution = torch.linalg.solve(g, rhs)
+        weight[c, kept] = solution[:-1]
         bias[c] = solution[-1]
     return weight, bias
 
@@ -148,7 +157,7 @@ def reconstruct(
     batches: Sequence[Tensor],
     bits: int | Mapping[str, int] | None = None,
     samples: int = 32768,
-    ridge: float = 1e-3,
+    ridge: float = 0.1,
     progress: bool = True,
     on_layer: Callable[[str], None] | None = None,
 ) -> dict[str, SharedLayer]:
@@ -174,7 +183,7 @@ def reconstruct(
         if module.bias is None:
             module.bias = nn.Parameter(torch.zeros(module.weight.shape[0]))
         gram, cross, rows, targets = _statistics(model, teacher, name, batches, samples, seed=index)
-        weight, bias = _solve_kept(gram, cross, _mask_of(module), ridge)
+        weight, bias = _solve_kept(gram, cross, _mask_of(module), _weight_of(module), ridge)
         _set_weight(module, weight.reshape(module.weight.shape).to(module.weight.dtype))
         module.bias.copy_(bias.to(module.bias.dtype))
         if width is not None:
