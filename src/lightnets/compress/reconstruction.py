@@ -118,7 +118,9 @@ def _statistics(
     return gram, cross, torch.cat(kept_x), torch.cat(kept_y)
 
 
-def _solve_kept(gram: Tensor, cross: Tensor, mask: Tensor, start: Tensor, ridge: float) -> tuple[Tensor, Tensor]:
+def _solve_kept(
+    gram: Tensor, cross: Tensor, mask: Tensor, start: Tensor, ridge: float
+) -> tuple[Tensor, Tensor]:
     """Per output channel: least-squares weights on the kept inputs, and the bias.
 
     The ridge term pulls towards the starting (pruned) weights, not towards zero: the
