@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..zoo import add_model_options, model_kwargs
 from ..zoo.options import given_model_options
-from .config import TrainConfig
+from .config import TrainConfig, parse_duration
 from .recipes import RECIPES
 
 DESCRIPTION = """\
@@ -50,6 +50,14 @@ examples:
   torchrun --nproc_per_node=2 -m lightnets.train --model mobilenet_v2 --data imagenette/ --out runs/ddp
 """
 
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``lightnets train``. Defaults are None, so explicit ones are known."""
     g = p.add_argument_group("model and data")
@@ -63,6 +71,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--val-limit-per-class", type=int, metavar="N", help="validate on the first N of each class"
     )
     g.add_argument("--resolution", type=int, help="input side in pixels (default 224)")
+    g.add_argument(
+        "--eval-resolution",
+        type=int,
+        help="evaluation input side (default --resolution); stored in the weights' metadata",
+    )
     g.add_argument("--out", required=True, metavar="DIR", help="the run folder")
     g.add_argument("--resume", action="store_true", help="continue the run in DIR")
 
@@ -70,6 +83,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("schedule and optimiser")
     g.add_argument("--epochs", type=int, help="default 10")
+    g.add_argument(
+        "--time-budget",
+        type=_duration,
+        metavar="TIME",
+        help="90s, 5m, 1.5h: the whole command (start-up, caching, training, evaluation) fits "
+        "in TIME; the schedule (warm-up, decay, EMA) is fitted to the throughput measured "
+        "in the first steps; --epochs is not used",
+    )
+    g.add_argument(
+        "--steps", type=int, help="train exactly N steps (the summary of a budgeted run gives its N)"
+    )
     g.add_argument("--batch-size", type=int, help="global batch (default 64)")
     g.add_argument(
         "--recipe",
@@ -92,6 +116,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--crop-scale", type=float, help="smallest random crop, as a fraction of the area (0.08)")
     g.add_argument("--hflip", type=float, help="probability of a left-right flip (0.5)")
     g.add_argument("--color-jitter", type=float, help="brightness/contrast/saturation strength (0: off)")
+    g.add_argument(
+        "--no-cache",
+        dest="cache",
+        action="store_false",
+        default=None,
+        help="decode the JPEGs every epoch instead of once into DIR/cache (uint8, memory-mapped)",
+    )
     g.add_argument("--views", type=int, help="K fixed augmentations cycled over epochs (0: new each epoch)")
 
     g = p.add_argument_group("fine-tuning")
@@ -119,9 +150,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", type=int, help="image-loading processes (default 0)")
     g.add_argument("--threads", type=int, help="PyTorch threads of each process")
     g.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
-    g.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory format")
     g.add_argument(
-        "--amp", choices=("auto", "off", "bf16", "fp16"), help="mixed precision (auto: fp16 on CUDA)"
+        "--channels-last",
+        action="store_true",
+        default=None,
+        help="NHWC memory format (the default; --no-channels-last for NCHW)",
+    )
+    g.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None)
+    g.add_argument(
+        "--amp",
+        choices=("auto", "off", "bf16", "fp16"),
+        help="mixed precision (auto, the default: fp16 on CUDA, bf16 on CPUs with native "
+        "bfloat16 (AVX512_BF16 or AMX), float32 elsewhere)",
     )
     g.add_argument(
         "--dtype",
@@ -166,12 +206,12 @@ def _one_line_warnings(message, category, filename, lineno, line=None) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .trainer import result_dict, train
+    from .trainer import process_start, result_dict, train
 
     config, resume = config_from_args(args)
     # One line per warning (a skipped image names itself); no source lines under it.
     warnings.formatwarning = _one_line_warnings  # type: ignore[assignment]
-    result = train(config, resume=resume)
+    result = train(config, resume=resume, started=process_start())
     if result.weights is None:  # not rank 0 of a distributed run: rank 0 reports
         return 0
     if args.format == "json":
@@ -185,7 +225,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.val_top1_ema is not None:
         parts.append(f"EMA top-1 {result.val_top1_ema:.2f}%")
     print(", ".join(parts))
-    print(f"weights: {result.weights} (run folder {Path(result.out)})")
+    holds = "the EMA of the weights" if result.recommended == "ema" else "the last weights"
+    print(f"weights: {result.weights}, {holds} (run folder {Path(result.out)})")
     return 0
 
 

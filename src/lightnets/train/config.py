@@ -80,6 +80,27 @@ def _check_range(
     raise ValueError(f"{flag} must be {kind} {bounds}{unset}, got {value!r}")
 
 
+DURATION_UNITS = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90s``, ``5m``, ``1.5h`` or ``300`` (seconds); ``ValueError`` otherwise."""
+    value = str(text).strip().lower()
+    for unit in sorted(DURATION_UNITS, key=len, reverse=True):
+        if value.endswith(unit):
+            number, scale = value[: -len(unit)].strip(), DURATION_UNITS[unit]
+            break
+    else:
+        number, scale = value, 1.0
+    try:
+        seconds = float(number) * scale
+    except ValueError:
+        raise ValueError(f"{text!r} is not a duration; expected e.g. 90s, 5m or 1.5h") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"a duration must be positive, got {text!r}")
+    return seconds
+
+
 def _absolute(value: str, base: Path) -> str:
     return os.path.normpath(os.path.join(base, os.path.expanduser(value)))
 
@@ -95,6 +116,12 @@ class TrainConfig:
     batch_size: int = 64  # global: split over the processes of a distributed run
     resolution: int = 224
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    # A wall-clock budget in seconds for the whole command (start-up, caching, training,
+    # evaluation): the schedule is fitted to it and ``epochs`` is not used.
+    time_budget: float | None = None
+    steps: int | None = None  # a run of exactly this many steps (replays a budgeted run)
+    eval_resolution: int | None = None  # None: the training resolution
+    cache: bool = True  # decode the images once into a memory-mapped uint8 cache
     val_data: str | None = None
     limit_per_class: int | None = None  # train on the first N images of each class
     val_limit_per_class: int | None = None
@@ -131,8 +158,8 @@ class TrainConfig:
     workers: int = 0
     threads: int | None = None
     device: str = "auto"
-    channels_last: bool = False
-    amp: str = "auto"  # auto: float16 on CUDA, off on CPU; or off, bf16, fp16
+    channels_last: bool = True  # NHWC: faster convolutions on CPUs (oneDNN) and tensor cores
+    amp: str = "auto"  # auto: fp16 on CUDA, bf16 on CPUs with native bfloat16, else off
     dtype: str = "float32"  # float64: for numerical checks (e.g. DDP against one process)
     sync_bn: bool = True  # distributed runs: BatchNorm statistics over the global batch
     checkpoint_every: int = 0  # steps; 0: at the end of each epoch only
@@ -161,6 +188,11 @@ class TrainConfig:
         r("epochs", self.epochs, 1, None, integer=True)
         r("batch_size", self.batch_size, 1, None, integer=True)
         r("resolution", self.resolution, 1, None, integer=True)
+        r("eval_resolution", self.eval_resolution, 1, None, integer=True, unset=" (or unset: --resolution)")
+        r("time_budget", self.time_budget, 0, None, low_open=True, unset=" (or unset: --epochs)")
+        r("steps", self.steps, 1, None, integer=True, unset=" (or unset: --epochs)")
+        if self.time_budget is not None and self.steps is not None:
+            raise ValueError("--time-budget and --steps exclude each other: the budget chooses the steps")
         r("limit_per_class", self.limit_per_class, 1, None, integer=True, unset=" (or unset: every image)")
         r(
             "val_limit_per_class",
@@ -280,6 +312,8 @@ class TrainConfig:
     def from_stored(cls, data: dict[str, Any], folder: str | Path) -> TrainConfig:
         """The run :meth:`stored` describes, in ``folder`` (as given: the run's identity)."""
         data = dict(data)
+        # Runs started before the image cache existed decoded every image every epoch.
+        data.setdefault("cache", False)
         if "out" in data:
             # Written before runs were folder-relative: relative paths were the caller's.
             data.pop("out")

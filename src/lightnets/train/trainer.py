@@ -39,7 +39,7 @@ import os
 import random
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,8 +54,10 @@ from ..files import OutputError, write_bytes, write_json, write_text
 from ..weights import PretrainedConfig
 from ..weights.lightnets_format import METADATA_KEY
 from ..weights.load import metadata_json
+from ..weights.store import cache_folder
 from ..zoo import create_model
 from . import distributed
+from .cache import build_cache, cache_side
 from .checkpoint import (
     LATEST,
     RunLock,
@@ -80,17 +82,33 @@ from .distill import TeacherCache, distillation_loss, fingerprint, load_teacher,
 from .dropout import sample_keys, set_dropout_keys, use_keyed_dropout
 from .ema import ModelEMA
 from .finetune import freeze_backbone, set_train_mode
-from .recipes import LRSchedule, build_optimizer, parameter_groups
+from .hardware import auto_amp, cpu_has_bf16
+from .init import has_normalisation, norm_free_init
+from .recipes import (
+    LRSchedule,
+    build_optimizer,
+    fitted_ema_decay,
+    norm_free_settings,
+    parameter_groups,
+    recipe_defaults,
+)
 from .records import PLOT, MetricsLog, plot_curves
 from .sync_batchnorm import convert_sync_batchnorm
 
 SUMMARY = "summary.json"
-WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_FILE = "model.safetensors"  # the weights the run recommends
 EMA_WEIGHTS_FILE = "model_ema.safetensors"
+LAST_WEIGHTS_FILE = "model_last.safetensors"  # the optimiser's weights, when the EMA is recommended
+PROBE_STEPS = 10  # a budgeted run measures its throughput over its first steps
+PROVISIONAL_STEPS = 10**9  # a budgeted run's length before the probe has measured it
 
 
 class SkippedImageWarning(UserWarning):
     """An image of the training or validation data could not be read and was left out."""
+
+
+class NotLearningWarning(UserWarning):
+    """The training loss is still that of constant logits (ln C) after the warm-up."""
 
 
 class NonFiniteError(ValueError):
@@ -110,23 +128,39 @@ class TrainResult:
     val_top1_ema: float | None
     wall_time: float  # seconds spent training and evaluating, summed over resumptions
     weights: Path | None  # model.safetensors (None on processes other than rank 0)
+    recommended: str = "last"  # what model.safetensors holds: "last" weights or "ema"
 
 
-def train(config: TrainConfig, resume: bool = False) -> TrainResult:
+def train(config: TrainConfig, resume: bool = False, started: float | None = None) -> TrainResult:
     """Run (or with ``resume``, continue) the training ``config`` describes.
 
-    Under ``torchrun`` every process calls this; rank 0 writes the files.
+    Under ``torchrun`` every process calls this; rank 0 writes the files. A time budget
+    counts from ``started`` (a ``time.perf_counter`` time; default: now); the command
+    passes its process's start (:func:`process_start`).
     """
+    started = time.perf_counter() if started is None else started
     check_device(config.device)
     env = distributed.setup(config.device)
     try:
-        trainer = Trainer(config, env, resume)
+        trainer = Trainer(config, env, resume, started=started)
         try:
             return trainer.run()
         finally:
             trainer.close()
     finally:
         distributed.cleanup(env)
+
+
+def process_start() -> float | None:
+    """When this process started, on the ``time.perf_counter`` clock (None if unknown):
+    a time budget covers the command's start-up (Python, PyTorch) too."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        age = uptime - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    return time.perf_counter() - age if 0 <= age < 3600 else None
 
 
 def seed_everything(seed: int) -> None:
@@ -189,6 +223,19 @@ def check_device(device: str) -> None:
         raise ValueError(f"--device {device}: MPS is not available here (use cpu or auto)")
 
 
+def norm_free_defaults(config: TrainConfig) -> TrainConfig:
+    """``config`` with the recipe's settings for networks without normalisation layers
+    (:data:`~.recipes.NORM_FREE`) where the user left them to the recipe, when its model
+    is such a network trained from scratch."""
+    if config.weights:
+        return config
+    kwargs = {k: v for k, v in config.model_kwargs.items() if k != "num_classes"}
+    if has_normalisation(build_model(config.model, None, 2, kwargs)):
+        return config
+    settings = norm_free_settings(config.recipe, config.batch_size)
+    return replace(config, **{k: v for k, v in settings.items() if getattr(config, k) is None})
+
+
 def check_readable(source, indices: list[int], path: str | None, what: str) -> None:
     """``ValueError`` naming ``path`` unless at least one of these images can be read
     (reads images until one can: one, normally)."""
@@ -207,7 +254,18 @@ def check_readable(source, indices: list[int], path: str | None, what: str) -> N
 class Trainer:
     """One run's state and loop; see the module docstring. Use :func:`train`."""
 
-    def __init__(self, config: TrainConfig, env: distributed.DistEnv, resume: bool = False) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        env: distributed.DistEnv,
+        resume: bool = False,
+        started: float | None = None,
+    ) -> None:
+        # The budget's clock: this process's time since train() was called, plus the
+        # time the run's earlier processes spent up to their last checkpoint.
+        self.session_start = time.perf_counter() if started is None else started
+        self.spent_before = 0.0
+        self.budget_log: dict[str, float] = {}
         self.env = env
         self.out = Path(config.out)  # as given: every file of the run is found from it
         self.lock: RunLock | None = None
@@ -228,6 +286,7 @@ class Trainer:
         self.step = 0
         self.saved_step: int | None = None  # the step of the checkpoint on disk
         self.elapsed = 0.0
+        self.not_learning_checked = False
         self.records_written = 0
         self.epoch_sums = [0.0, 0.0, 0.0]  # loss sum, correct, images of the current epoch
         self.interval_sums = [0.0, 0.0, 0.0]  # the same since the last step record
@@ -250,6 +309,8 @@ class Trainer:
     # ----------------------------------------------------------------- set-up
     def _plan(self, config: TrainConfig, resume: bool) -> tuple[TrainConfig, dict[str, tuple]]:
         """The run to do, and the options a resumption changes (``{name: (old, new)}``)."""
+        if not resume:
+            config = norm_free_defaults(config)
         config = config.resolved().with_absolute_paths()
         if not resume:
             # A folder whose run saved no checkpoint holds nothing to continue (a start that
@@ -389,6 +450,9 @@ class Trainer:
             )
         self.model = build_model(c.model, c.weights, num_classes, kwargs)
         check_resolution(self.model, c.model, c.resolution)
+        self.norm_free = not has_normalisation(self.model)
+        if self.norm_free and not c.weights:
+            norm_free_init(self.model)
         loaded = getattr(self.model, "pretrained_cfg", None)
         mean, std, order = IMAGENET_MEAN, IMAGENET_STD, "RGB"
         if c.weights and loaded is not None:
@@ -404,6 +468,11 @@ class Trainer:
             channel_order=order,
         )
         self.eval_transform = self.transform.eval_transform()
+        if c.eval_resolution and c.eval_resolution != c.resolution:
+            check_resolution(self.model, c.model, c.eval_resolution)
+            self.eval_transform = TrainTransform.from_dict(
+                {**self.transform.to_dict(), "size": c.eval_resolution}
+            ).eval_transform()
         if c.freeze_backbone:
             freeze_backbone(self.model)
         self.model_name = self.model.model_name
@@ -429,13 +498,27 @@ class Trainer:
     def _build_optimisation(self) -> None:
         c = self.config
         groups = parameter_groups(self.model, c.weight_decay, c.backbone_lr_scale)
-        self.optimizer = build_optimizer(c.optimizer, groups, c.lr, c.momentum)
+        fused = self.device.type in ("cpu", "cuda")
+        self.optimizer = build_optimizer(c.optimizer, groups, c.lr, c.momentum, fused=fused)
+        total = c.steps or (PROVISIONAL_STEPS if c.time_budget else 0)
         self.schedule = LRSchedule(
-            c.lr, self.steps_per_epoch, c.epochs, c.schedule, c.warmup_epochs, c.lr_decay
+            c.lr,
+            self.steps_per_epoch,
+            c.epochs,
+            c.schedule,
+            c.warmup_epochs,
+            c.lr_decay,
+            total_steps=total,
+            probe_steps=PROBE_STEPS if total else 0,
         )
+        # A budgeted run's EMA averages over a tenth of it (unless --ema-decay is given).
+        self.fit_ema = bool(total) and self.ema is not None and c.ema_decay == self._recipe_ema()
+        if self.fit_ema and c.steps:
+            self.ema.decay = fitted_ema_decay(c.steps)
         amp = c.amp
         if amp == "auto":
-            amp = "fp16" if self.device.type == "cuda" and c.dtype == "float32" else "off"
+            amp = auto_amp(self.device.type, c.dtype)
+        self.precision = {"off": c.dtype, "bf16": "bfloat16 autocast", "fp16": "float16 autocast"}[amp]
         self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
 
@@ -501,6 +584,9 @@ class Trainer:
                 "step": self.step,
                 "sampler_epoch": self.sampler.epoch,
                 "elapsed": self.elapsed,
+                "spent": self.spent(),
+                "budget_log": dict(self.budget_log),
+                "not_learning_checked": self.not_learning_checked,
                 "records": self.metrics.count if self.metrics else self.records_written,
                 "epoch_sums": list(self.epoch_sums),
                 "interval_sums": list(self.interval_sums),
@@ -525,6 +611,11 @@ class Trainer:
         self.batch_in_epoch = int(progress["batch"])
         self.step = int(progress["step"])
         self.elapsed = float(progress["elapsed"])
+        # Time spent before the last checkpoint counts; time after it (redone now) and
+        # time the run lay dead do not.
+        self.spent_before = float(progress.get("spent", self.elapsed))
+        self.budget_log = {k: float(v) for k, v in progress.get("budget_log", {}).items()}
+        self.not_learning_checked = bool(progress.get("not_learning_checked", False))
         self.records_written = int(progress["records"])
         self.epoch_sums = [float(x) for x in progress["epoch_sums"]]
         self.interval_sums = [float(x) for x in progress["interval_sums"]]
@@ -557,6 +648,78 @@ class Trainer:
         )
 
     # ----------------------------------------------------------------- steps
+    def _recipe_ema(self) -> float:
+        return recipe_defaults(self.config.recipe, self.config.batch_size)["ema_decay"]
+
+    # ----------------------------------------------------------------- budget
+    @property
+    def budgeted(self) -> bool:
+        """A run whose length is set in steps (a time budget or ``--steps``), not epochs."""
+        return bool(self.schedule.total_steps)
+
+    @property
+    def planning(self) -> bool:
+        """A budgeted run still measuring its throughput."""
+        return self.schedule.total_steps == PROVISIONAL_STEPS
+
+    @property
+    def total_epochs(self) -> int:
+        return math.ceil(self.schedule.total / self.steps_per_epoch)
+
+    def spent(self) -> float:
+        """Seconds of the budget spent: this process's and the run's earlier ones'."""
+        return self.spent_before + time.perf_counter() - self.session_start
+
+    def _plan_budget(self, seconds_per_step: float) -> None:
+        """Fit the run's length to what is left of the budget at ``seconds_per_step``."""
+        c = self.config
+        assert c.time_budget is not None
+        val_images = len(self.val_indices)
+        # Evaluation: a forward pass is about a third of a training step, per image;
+        # the EMA is evaluated too; writing the weights and the last checkpoint.
+        per_image = seconds_per_step / c.batch_size
+        evaluation = val_images * per_image * 0.4 * (2 if self.ema is not None else 1)
+        finish = 2.0 + 0.01 * c.time_budget
+        left = c.time_budget - self.spent() - evaluation - finish
+        steps = max(self.step + 1, self.step + int(left / seconds_per_step))
+        self.schedule.total_steps = steps
+        if self.fit_ema:
+            assert self.ema is not None
+            self.ema.decay = fitted_ema_decay(steps)
+        self.budget_log.update(
+            {
+                "planned_at_step": self.step,
+                "seconds_per_step": seconds_per_step,
+                "images_per_s": c.batch_size / seconds_per_step,
+                "reserved_evaluation_s": evaluation,
+                "reserved_finish_s": finish,
+            }
+        )
+        if self.env.is_main and c.progress:
+            tqdm.write(
+                f"time budget {c.time_budget:g} s: {c.batch_size / seconds_per_step:.1f} img/s measured, "
+                f"{steps} steps ({steps / self.steps_per_epoch:.1f} epochs), warm-up "
+                f"{self.schedule.warmup_steps} steps"
+                + (f", EMA decay {self.ema.decay:.4f}" if self.ema is not None else "")
+            )
+
+    def _check_learning(self, interval_loss: float) -> None:
+        """Warn once when the loss after the warm-up is still ln C (constant logits)."""
+        if self.not_learning_checked or self.step < self.schedule.warmup_steps + max(
+            10, self.steps_per_epoch // 2
+        ):
+            return
+        self.not_learning_checked = True
+        chance = math.log(len(self.classes))
+        if abs(interval_loss - chance) < 0.01 * chance:
+            warnings.warn(
+                f"the training loss is {interval_loss:.4f} after {self.step} steps, the loss of "
+                f"constant logits (ln {len(self.classes)} = {chance:.4f}): {self.config.model} is not "
+                f"learning. A lower --lr (now {self.config.lr:g}) or a longer --warmup-epochs may help",
+                NotLearningWarning,
+                stacklevel=2,
+            )
+
     def _teacher_logits(self, batch: Batch, images: Tensor) -> Tensor:
         assert self.teacher is not None
         view = self.sampler.view_of(self.epoch)
@@ -674,9 +837,29 @@ class Trainer:
         return {"loss": loss / n, "top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n}
 
     # ----------------------------------------------------------------- loop
+    def _cache(self) -> None:
+        """Decode the images once into the run's cache (rank 0 makes it, the rest read it)."""
+        c = self.config
+        if not c.cache:
+            return
+        started = time.perf_counter()
+        folder = cache_folder("images")
+        for rank_turn in (True, False):
+            if self.env.is_main == rank_turn:
+                self.train_source, _ = build_cache(
+                    self.train_source, self.train_indices, cache_side(c.resolution), folder, "train"
+                )
+                if self.val_source is not None:
+                    self.val_source, _ = build_cache(
+                        self.val_source, self.val_indices, self.eval_transform.resize, folder, "val"
+                    )
+            distributed.barrier(self.env)
+        self.budget_log["caching_s"] = self.budget_log.get("caching_s", 0.0) + time.perf_counter() - started
+
     def _loaders(self) -> None:
         c = self.config
         pin = self.device.type == "cuda"
+        self._cache()
         self.train_loader = loader(
             AugmentedImages(self.train_source, self.transform, c.seed), self.sampler, c.workers, pin
         )
@@ -695,18 +878,34 @@ class Trainer:
 
     def run(self) -> TrainResult:
         c = self.config
+        self.budget_log["start_up_s"] = self.budget_log.get("start_up_s", 0.0) + (
+            time.perf_counter() - self.session_start
+        )
         self._loaders()
         main = self.env.is_main
         if main and c.progress:
+            length = (
+                f"a time budget of {c.time_budget:g} s"
+                if self.planning
+                else f"{self.schedule.total} steps"
+                if self.budgeted
+                else f"{c.epochs} epochs"
+            )
             tqdm.write(
                 f"training {self.model_name} on {len(self.train_indices)} images ({len(self.classes)} classes), "
-                f"{self.steps_per_epoch} steps/epoch x {c.epochs} epochs, global batch {c.batch_size} "
+                f"{self.steps_per_epoch} steps/epoch, {length}, global batch {c.batch_size} "
                 f"over {self.env.world_size} process(es), {c.resolution}px, recipe {c.recipe} "
-                f"({c.optimizer}, lr {c.lr:g})"
+                f"({c.optimizer}, lr {c.lr:g}), {self.precision}"
+                + (", channels-last" if c.channels_last else "")
+                + (", cached images" if c.cache else "")
                 + (f", resuming at epoch {self.epoch + 1} step {self.step}" if self.step else "")
             )
         last_lr = self.schedule.lr_at(self.step)
-        for epoch in range(self.epoch, c.epochs):
+        probe_start: float | None = None
+        probe_first = self.step
+        training_start = time.perf_counter()
+        epoch = self.epoch
+        while epoch < self.total_epochs and self.step < self.schedule.total:
             self.epoch = epoch
             self.sampler.set_epoch(epoch, self.batch_in_epoch)
             set_train_mode(self.model, c.freeze_bn, c.freeze_backbone)
@@ -714,9 +913,9 @@ class Trainer:
             interval = self.interval_sums
             interval_start = started
             bar = tqdm(
-                total=self.steps_per_epoch,
+                total=min(self.steps_per_epoch, self.schedule.total - epoch * self.steps_per_epoch),
                 initial=self.batch_in_epoch,
-                desc=f"epoch {epoch + 1}/{c.epochs}",
+                desc=f"epoch {epoch + 1}" + ("" if self.planning else f"/{self.total_epochs}"),
                 unit="step",
                 disable=not (main and c.progress),
                 dynamic_ncols=True,
@@ -725,6 +924,16 @@ class Trainer:
             for batch in self.train_loader:
                 sums = self.train_step(batch)
                 last_lr = self.last_lr
+                if self.planning:
+                    # The first two steps (allocation, caches warming) are not timed.
+                    if self.step - probe_first == 2:
+                        probe_start = time.perf_counter()
+                    elif probe_start is not None and self.step - probe_first >= PROBE_STEPS:
+                        elapsed = time.perf_counter() - probe_start
+                        self._plan_budget(elapsed / (self.step - probe_first - 2))
+                        bar.total = min(
+                            self.steps_per_epoch, self.schedule.total - epoch * self.steps_per_epoch
+                        )
                 self.batch_in_epoch += 1
                 for i in range(3):
                     interval[i] += sums[i]
@@ -742,6 +951,7 @@ class Trainer:
                     self.step % c.log_every == 0 or self.batch_in_epoch == self.steps_per_epoch
                 ):
                     if interval[2]:
+                        self._check_learning(interval[0] / interval[2])
                         self._record(
                             {
                                 "kind": "step",
@@ -761,8 +971,14 @@ class Trainer:
                     self.elapsed += time.perf_counter() - started
                     started = time.perf_counter()
                     self.save()
+                if self.step >= self.schedule.total:
+                    break
             bar.close()
             self._end_epoch(epoch, started, last_lr)
+            epoch += 1
+        self.budget_log["training_s"] = self.budget_log.get("training_s", 0.0) + (
+            time.perf_counter() - training_start
+        )
         return self._finish()
 
     def _end_epoch(self, epoch: int, started: float, lr: float) -> None:
@@ -783,17 +999,20 @@ class Trainer:
             "val_top5": None,
             "val_top1_ema": None,
         }
-        if self.val_loader is not None:
+        if self.val_loader is not None and (not self.budgeted or self.step >= self.schedule.total):
+            evaluation_start = time.perf_counter()
             result = self.evaluate(self.model)
             record.update(val_loss=result["loss"], val_top1=result["top1"], val_top5=result["top5"])
             if self.ema is not None:
                 record["val_top1_ema"] = self.evaluate(self.ema.module)["top1"]
+            if self.budgeted:
+                self.budget_log["evaluation_s"] = time.perf_counter() - evaluation_start
         self.elapsed += time.perf_counter() - started
         record["wall_time"] = self.elapsed
         self._record(record)
         self.last_epoch_record = record
         if self.env.is_main and c.progress:
-            parts = [f"epoch {epoch + 1}/{c.epochs}"]
+            parts = [f"epoch {epoch + 1}/{self.total_epochs}"]
             if record["train_loss"] is not None:
                 parts.append(
                     f"train loss {record['train_loss']:.4f}, accuracy {record['train_accuracy']:.2f}%"
@@ -824,8 +1043,18 @@ class Trainer:
         epochs = self.metrics.read() if self.metrics is not None else []
         epoch_records = [r for r in epochs if r["kind"] == "epoch"]
         last = epoch_records[-1] if epoch_records else (self.last_epoch_record or {})
+        # The recommended model: the EMA when it scores higher on the validation images.
+        recommended = "last"
+        if self.ema is not None and last.get("val_top1_ema") is not None and last.get("val_top1") is not None:
+            if last["val_top1_ema"] > last["val_top1"]:
+                recommended = "ema"
         if self.env.is_main:
-            weights = self._export(self.model, self.out / WEIGHTS_FILE)
+            if recommended == "ema":
+                assert self.ema is not None
+                weights = self._export(self.ema.module, self.out / WEIGHTS_FILE)
+                self._export(self.model, self.out / LAST_WEIGHTS_FILE)
+            else:
+                weights = self._export(self.model, self.out / WEIGHTS_FILE)
             if self.ema is not None:
                 self._export(self.ema.module, self.out / EMA_WEIGHTS_FILE)
             if epochs:
@@ -836,10 +1065,37 @@ class Trainer:
                 "classes": self.classes,
                 "train_images": len(self.train_indices),
                 "val_images": len(self.val_indices),
-                "epochs": self.config.epochs,
+                "epochs": self.total_epochs,
                 "steps": self.step,
                 "processes": self.env.world_size,
                 "wall_time": self.elapsed,
+                "recommended": {
+                    "file": WEIGHTS_FILE,
+                    "holds": "the EMA of the weights" if recommended == "ema" else "the last weights",
+                    "val_top1": last.get("val_top1_ema" if recommended == "ema" else "val_top1"),
+                    "val_top1_last": last.get("val_top1"),
+                    "val_top1_ema": last.get("val_top1_ema"),
+                },
+                "execution": {
+                    "precision": self.precision,
+                    "cpu_native_bf16": cpu_has_bf16(),
+                    "channels_last": self.config.channels_last,
+                    "optimizer_step": "fused" if self.device.type in ("cpu", "cuda") else "foreach",
+                    "image_cache": self.config.cache,
+                    "threads": torch.get_num_threads(),
+                    "device": str(self.device),
+                },
+                "resolution": self.config.resolution,
+                "eval_resolution": self.eval_transform.size,
+                "schedule": {
+                    "total_steps": self.schedule.total,
+                    "warmup_steps": self.schedule.warmup_steps,
+                    "peak_lr": self.schedule.lr,
+                    "kind": self.schedule.kind,
+                    "ema_decay": self.ema.decay if self.ema is not None else None,
+                    "replay": f"--steps {self.schedule.total}" if self.budgeted else None,
+                },
+                "budget": self._budget_summary(),
                 "skipped_images": sorted(self.warned),
                 "teacher_cache": (
                     {
@@ -864,7 +1120,28 @@ class Trainer:
             last.get("val_top1_ema"),
             self.elapsed,
             weights,
+            recommended,
         )
+
+    def _budget_summary(self) -> dict | None:
+        """How a budgeted run spent its time (seconds, summed over its processes)."""
+        if self.config.time_budget is None:
+            return None
+        spent = self.spent()
+        log = self.budget_log
+        parts = {
+            "start_up_s": log.get("start_up_s", 0.0),
+            "caching_s": log.get("caching_s", 0.0),
+            "evaluation_s": log.get("evaluation_s", 0.0),
+        }
+        return {
+            "budget_s": self.config.time_budget,
+            "spent_s": spent,
+            **parts,
+            "training_s": spent - sum(parts.values()),
+            "steps": self.step,
+            **{k: v for k, v in log.items() if k not in parts and k != "training_s"},
+        }
 
 
 def result_dict(result: TrainResult) -> dict:

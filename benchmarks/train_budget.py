@@ -1,0 +1,139 @@
+"""Accuracy per CPU-minute: ``lightnets train --time-budget`` from scratch on Imagenette.
+
+    nice -n 10 .venv/bin/python benchmarks/train_budget.py --rows mnv2_5m squeezenet1_1_5m
+
+Each row is one ``lightnets train`` command run as a subprocess (so its budget covers the
+whole command: Python start-up, caching, training and the final evaluation), on the
+shared subset's ``train/`` (5,500 images), evaluated on its ``val/``. The command, the
+wall-clock time the command really took, the CPU, the load average before and after and
+the run's own summary (how the budget was spent, the steps, which weights it recommends)
+are recorded per row in ``results/train_budget.csv`` and ``.md``; rows already there are
+kept, so the sweep can be run a row at a time (the 30-minute rows are run once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _paths import IMAGENETTE, REPO, RESULTS  # noqa: E402
+from train_common import load_average  # noqa: E402
+
+from lightnets.deploy.bench_report import cpu_name  # noqa: E402
+from lightnets.files import atomic_write, write_text  # noqa: E402
+
+# name: (label, model options, resolution, budget)
+ROWS = {
+    "mnv2_5m": ("MobileNetV2 1.0", ["--model", "mobilenet_v2"], 128, "5m"),
+    "squeezenet1_1_5m": ("SqueezeNet 1.1", ["--model", "squeezenet1_1"], 128, "5m"),
+    "squeezenet1_0_5m": ("SqueezeNet 1.0", ["--model", "squeezenet1_0"], 128, "5m"),
+    "mnv1_050_5m": ("MobileNet v1 0.5", ["--model", "mobilenet_v1", "--width", "0.5"], 128, "5m"),
+    "shufflenet_g3_5m": ("ShuffleNet 1x g=3", ["--model", "shufflenet_v1_g3"], 128, "5m"),
+    "mnv2_10m": ("MobileNetV2 1.0", ["--model", "mobilenet_v2"], 128, "10m"),
+    "squeezenet1_1_10m": ("SqueezeNet 1.1", ["--model", "squeezenet1_1"], 128, "10m"),
+    "mnv2_30m": ("MobileNetV2 1.0", ["--model", "mobilenet_v2"], 128, "30m"),
+}
+FIELDS = [
+    "row", "model", "resolution", "budget", "command_s", "val_top1", "recommended", "steps",
+    "epochs", "images_per_s", "start_up_s", "caching_s", "training_s", "evaluation_s",
+    "precision", "cpu", "load_before", "load_after", "command",
+]  # fmt: skip
+
+
+def run_row(name: str, runs: Path, extra: list[str]) -> dict:
+    label, model, resolution, budget = ROWS[name]
+    out = runs / name
+    if out.exists():
+        subprocess.run(["rm", "-rf", str(out)], check=True)
+    command = [
+        str(REPO / ".venv" / "bin" / "lightnets"), "train", *model, "--data", str(IMAGENETTE),
+        "--resolution", str(resolution), "--time-budget", budget, "--out", str(out), "--no-progress",
+        *extra,
+    ]  # fmt: skip
+    load_before = load_average()
+    started = time.perf_counter()
+    subprocess.run(command, check=True)
+    took = time.perf_counter() - started
+    summary = json.loads((out / "summary.json").read_text())
+    b = summary["budget"]
+    return {
+        "row": name,
+        "model": label,
+        "resolution": resolution,
+        "budget": budget,
+        "command_s": round(took, 1),
+        "val_top1": round(summary["recommended"]["val_top1"], 2),
+        "recommended": summary["recommended"]["holds"],
+        "steps": summary["steps"],
+        "epochs": round(summary["steps"] / max(1, summary["train_images"] // 64), 2),
+        "images_per_s": round(b.get("images_per_s", 0.0), 1),
+        "start_up_s": round(b["start_up_s"], 1),
+        "caching_s": round(b["caching_s"], 1),
+        "training_s": round(b["training_s"], 1),
+        "evaluation_s": round(b["evaluation_s"], 1),
+        "precision": summary["execution"]["precision"],
+        "cpu": f"{cpu_name()}, {os.cpu_count()} logical CPUs",
+        "load_before": load_before,
+        "load_after": load_average(),
+        "command": " ".join(shlex.quote(a) for a in command).replace(str(REPO) + "/", ""),
+    }
+
+
+def write(rows: list[dict]) -> None:
+    path = RESULTS / "train_budget.csv"
+    with atomic_write(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [
+        "# Accuracy per CPU-minute: `lightnets train --time-budget` on Imagenette",
+        "",
+        f"- Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, shared with other jobs: the load "
+        "average (1, 5, 15 min) before and after each row is in its line; a load above 2 means the "
+        "run had only part of the 2 cores",
+        f"- Data: {IMAGENETTE.name}/train (5,500 images, 10 classes) from scratch; top-1 on its val/ "
+        "(the recommended weights: the EMA when it scores higher)",
+        "- Command of each row: its `command` below (the script: "
+        "`nice -n 10 .venv/bin/python benchmarks/train_budget.py --rows ROW`)",
+        "",
+        "| model | px | budget | command took (s) | val top-1 % | weights | steps | epochs | img/s "
+        "| start-up / caching / training / evaluation (s) | precision | load before -> after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['resolution']} | {r['budget']} | {r['command_s']} | **{r['val_top1']}** "
+            f"| {r['recommended']} | {r['steps']} | {r['epochs']} | {r['images_per_s']} "
+            f"| {r['start_up_s']} / {r['caching_s']} / {r['training_s']} / {r['evaluation_s']} "
+            f"| {r['precision']} | {r['load_before']} -> {r['load_after']} |"
+        )
+    lines += ["", "Commands:", ""] + [f"- {r['row']}: `{r['command']}`" for r in rows]
+    write_text(RESULTS / "train_budget.md", "\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", nargs="+", choices=sorted(ROWS), default=["mnv2_5m", "squeezenet1_1_5m"])
+    parser.add_argument("--runs", default="/tmp/lightnets_budget_runs")
+    parser.add_argument("extra", nargs="*", help="more lightnets train options (after --)")
+    args = parser.parse_args()
+    path = RESULTS / "train_budget.csv"
+    rows = {r["row"]: r for r in csv.DictReader(path.open())} if path.is_file() else {}
+    for name in args.rows:
+        rows[name] = run_row(name, Path(args.runs), args.extra)
+        write([rows[k] for k in ROWS if k in rows])
+        print(json.dumps(rows[name]), flush=True)
+
+
+if __name__ == "__main__":
+    main()

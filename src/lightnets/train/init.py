@@ -1,0 +1,85 @@
+"""Initialisation for networks trained from scratch without BatchNorm (SqueezeNet).
+
+A network without normalisation depends on its initial scale. SqueezeNet puts a ReLU on
+its class scores before the average pool: with PyTorch's default initialisation (and a
+learning rate meant for BatchNorm networks) an early step can push every class-score
+pre-activation below zero, after which the logits are all zero, the loss is exactly
+ln C and no gradient flows again. The authors' Caffe model initialises every
+convolution with Xavier (uniform, fan-in) and the final class-score convolution
+(``conv10``) with a Gaussian of standard deviation 0.01 and zero biases. Xavier's
+variance of 1 / fan-in halves the signal's second moment at every ReLU: after SqueezeNet's
+18 convolutions the features are about 0.006 and the class scores 0.001 for unit inputs,
+and the gradients are as small (Caffe's run spends its first thousands of iterations at
+ln C for this reason). :func:`norm_free_init` keeps Caffe's class-score weights but uses
+He's initialisation (variance 2 / fan-in, made for ReLUs) everywhere else: the features
+keep a unit scale and learning starts at once.
+
+That alone does not save the class-score ReLU: with the features' positive mean, the
+pre-activations start around -0.2 +- 0.2 for a random draw (80 % of them off), and the
+first steps push the active ones down too (each class is a wrong answer for most
+images); within a dozen steps, at any learning rate, every score is zero. So the
+class-score layer's bias starts at +1 (:data:`CLASS_SCORE_BIAS`): every score starts in
+the ReLU's active range, softmax ignores the common offset, and a class is pushed towards
+zero only where it is wrong, while the right class keeps its gradient.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+CLASS_SCORE_BIAS = 1.0
+
+
+def has_normalisation(model: nn.Module) -> bool:
+    """Whether ``model`` holds any BatchNorm / GroupNorm / LayerNorm layer."""
+    kinds = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+    return any(isinstance(m, kinds) for m in model.modules())
+
+
+def classifier_layer(model: nn.Module) -> nn.Module | None:
+    """The last convolution or linear layer of ``model`` (the class-score layer)."""
+    last = None
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            last = module
+    return last
+
+
+@torch.no_grad()
+def caffe_init(model: nn.Module, generator: torch.Generator | None = None) -> None:
+    """Caffe's Xavier (uniform, fan-in) for every convolution and linear layer, a
+    Gaussian of std 0.01 for the class-score layer, zero biases (SqueezeNet's release)."""
+    last = classifier_layer(model)
+    for module in model.modules():
+        if not isinstance(module, (nn.Conv2d, nn.Linear)):
+            continue
+        if module is last:
+            module.weight.normal_(0.0, 0.01, generator=generator)
+        else:
+            fan_in = module.weight[0].numel()
+            bound = math.sqrt(3.0 / fan_in)
+            module.weight.uniform_(-bound, bound, generator=generator)
+        if module.bias is not None:
+            module.bias.zero_()
+
+
+@torch.no_grad()
+def norm_free_init(model: nn.Module, generator: torch.Generator | None = None) -> None:
+    """He (normal, fan-in) for every convolution and linear layer but the class-score
+    layer, which gets Caffe's Gaussian of std 0.01 and a bias of :data:`CLASS_SCORE_BIAS`;
+    other biases zero. The initialisation the trainer gives a network without
+    normalisation layers trained from scratch."""
+    last = classifier_layer(model)
+    for module in model.modules():
+        if not isinstance(module, (nn.Conv2d, nn.Linear)):
+            continue
+        if module is last:
+            module.weight.normal_(0.0, 0.01, generator=generator)
+        else:
+            fan_in = module.weight[0].numel()
+            module.weight.normal_(0.0, math.sqrt(2.0 / fan_in), generator=generator)
+        if module.bias is not None:
+            module.bias.fill_(CLASS_SCORE_BIAS if module is last else 0.0)

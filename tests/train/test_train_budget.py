@@ -1,0 +1,210 @@
+"""Time budgets, the fast defaults (bfloat16 detection, image cache) and SqueezeNet training."""
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+
+import lightnets
+from lightnets.data.images import UnreadableImage
+from lightnets.train import TrainConfig, train
+from lightnets.train.cache import build_cache, square
+from lightnets.train.config import parse_duration
+from lightnets.train.hardware import auto_amp, cpu_flags
+from lightnets.train.init import classifier_layer, has_normalisation, norm_free_init
+from lightnets.train.recipes import LRSchedule, fitted_ema_decay, norm_free_settings
+from lightnets.train.trainer import NotLearningWarning, Trainer
+
+
+def epoch_losses(out) -> list[float]:
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [r["train_loss"] for r in map(json.loads, lines) if r["kind"] == "epoch"]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90s", 90), ("5m", 300), ("1.5h", 5400), ("300", 300), (" 2 min ", 120)]
+)
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5x", "-3m", "0s", "nan", "inf"])
+def test_bad_durations_are_refused(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_bf16_is_detected_from_the_cpu_flags_not_assumed(tmp_path, monkeypatch):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
+    assert "avx512_bf16" in cpu_flags(info)
+    assert cpu_flags(tmp_path / "missing") == set()
+    import lightnets.train.hardware as hardware
+
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: True)
+    assert hardware.auto_amp("cpu", "float32") == "bf16"
+    assert hardware.auto_amp("cpu", "float64") == "off"
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: False)
+    assert hardware.auto_amp("cpu", "float32") == "off"
+    assert auto_amp("cuda", "float32") == "fp16"
+
+
+def test_budget_schedule_keeps_the_probe_steps_and_fits_the_warm_up():
+    long = LRSchedule(
+        0.1, steps_per_epoch=100, epochs=1, warmup_epochs=1.0, total_steps=10**9, probe_steps=10
+    )
+    probe = [long.lr_at(s) for s in range(10)]
+    short = LRSchedule(0.1, steps_per_epoch=100, epochs=1, warmup_epochs=1.0, total_steps=200, probe_steps=10)
+    # The steps taken before the length was known keep their rates; the warm-up shrinks
+    # to a fifth of the run and reaches the peak; the run ends at zero.
+    assert [short.lr_at(s) for s in range(10)] == probe
+    assert short.warmup_steps == 40
+    assert short.lr_at(40) == pytest.approx(0.1)
+    assert all(short.lr_at(s) < short.lr_at(s + 1) for s in range(39))
+    assert short.lr_at(200) == pytest.approx(0.0, abs=1e-12)
+    # A run long enough keeps the whole warm-up.
+    full = LRSchedule(0.1, steps_per_epoch=100, epochs=1, warmup_epochs=1.0, total_steps=5000, probe_steps=10)
+    assert full.warmup_steps == 100 and full.lr_at(50) == pytest.approx(long.lr_at(50))
+    assert fitted_ema_decay(1000) == pytest.approx(0.99)
+    assert fitted_ema_decay(20) == 0.9 and fitted_ema_decay(10**7) == 0.9998
+
+
+def test_norm_free_networks_get_their_initialisation_and_recipe():
+    torch.manual_seed(0)
+    squeezenet = lightnets.create_model("squeezenet1_1", num_classes=10)
+    assert not has_normalisation(squeezenet)
+    assert has_normalisation(lightnets.create_model("mobilenet_v2", width=0.35, num_classes=10))
+    norm_free_init(squeezenet)
+    assert classifier_layer(squeezenet).weight.std().item() == pytest.approx(0.01, rel=0.1)
+    squeezenet.eval()
+    with torch.no_grad():
+        features = squeezenet.forward_features(torch.randn(4, 3, 96, 96))
+    # He's initialisation keeps the features' scale; Xavier's would shrink it ~100-fold.
+    assert 0.3 < features.std().item() < 10
+    settings = norm_free_settings("sgd", 64)
+    assert settings["lr"] == pytest.approx(0.01) and settings["warmup_epochs"] >= 2
+
+
+def test_squeezenet_loss_falls_under_the_default_recipe(tiny_imagenette, tmp_path, one_thread):
+    data = tiny_imagenette(classes=3, train=16, val=2)
+    out = tmp_path / "run"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NotLearningWarning)
+        train(
+            TrainConfig(
+                model="squeezenet1_1",
+                data=str(data),
+                out=str(out),
+                epochs=12,
+                batch_size=8,
+                resolution=64,
+                crop_scale=1.0,
+                hflip=0.0,
+                progress=False,
+                log_every=0,
+            )
+        )
+    losses = epoch_losses(out)
+    assert min(losses[-3:]) < math.log(3) - 0.05, losses
+    config = json.loads((out / "config.json").read_text())
+    assert config["lr"] == pytest.approx(0.4 * 0.1 * 8 / 256) and config["clip_grad"] == 5.0
+
+
+def test_a_run_that_does_not_learn_says_so(tiny_imagenette, tmp_path, one_thread):
+    data = tiny_imagenette(classes=2, train=8, val=1)
+    config = TrainConfig(
+        model="squeezenet1_1", data=str(data), out=str(tmp_path / "run"), epochs=8, batch_size=4,
+        resolution=48, progress=False,
+    )  # fmt: skip
+    trainer = Trainer(config, _one_process())
+    try:
+        trainer.step = trainer.schedule.warmup_steps + 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", NotLearningWarning)
+            trainer._check_learning(math.log(2))  # still in the first steps after the warm-up
+        trainer.step += 10
+        trainer._check_learning(0.5)  # learning: no warning, and the check is done
+        assert trainer.not_learning_checked
+        trainer.not_learning_checked = False
+        with pytest.warns(NotLearningWarning, match=r"not learning.*--lr"):
+            trainer._check_learning(math.log(2) + 0.001)
+    finally:
+        trainer.close()
+
+
+def test_image_cache_serves_the_decoded_pixels(tiny_imagenette, tmp_path):
+    from lightnets.train.data import open_source
+
+    data = tiny_imagenette(classes=2, train=3, val=1)
+    broken = data / "train" / sorted(p.name for p in (data / "train").iterdir())[0] / "zz_broken.JPEG"
+    broken.write_bytes(b"not a JPEG")
+    source = open_source(data, "train")
+    indices = list(range(len(source)))
+    cached, spent = build_cache(source, indices, 40, tmp_path / "cache", "train")
+    again, spent_again = build_cache(source, indices, 40, tmp_path / "cache", "train")
+    assert spent > 0 and spent_again == 0.0
+    for index in indices:
+        if source.name_of(index).endswith("zz_broken.JPEG"):
+            with pytest.raises(UnreadableImage, match="zz_broken"):
+                again.image(index)
+            continue
+        expected = square(source.image(index), 40)
+        assert np.array_equal(np.asarray(again.image(index)), expected)
+        assert isinstance(cached.image(index), Image.Image)
+    assert [p.suffix for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")] == []
+
+
+def test_budgeted_run_reports_its_budget_and_recommends_weights(tiny_imagenette, tmp_path, one_thread):
+    data = tiny_imagenette(classes=2, train=8, val=2)
+    out = tmp_path / "run"
+    result = train(
+        TrainConfig(
+            model="mobilenet_v2",
+            model_kwargs={"width": 0.35},
+            data=str(data),
+            out=str(out),
+            time_budget=60,
+            batch_size=4,
+            resolution=32,
+            eval_resolution=40,
+            progress=False,
+        )
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    budget = summary["budget"]
+    assert budget["budget_s"] == 60 and budget["steps"] == result.steps > 10
+    for key in ("start_up_s", "caching_s", "training_s", "evaluation_s", "images_per_s"):
+        assert budget[key] >= 0, key
+    assert summary["schedule"]["replay"] == f"--steps {result.steps}"
+    assert summary["recommended"]["holds"] in ("the EMA of the weights", "the last weights")
+    assert summary["execution"]["precision"] in ("float32", "bfloat16 autocast")
+    assert summary["eval_resolution"] == 40
+    with safe_open(str(out / "model.safetensors"), "pt") as handle:
+        assert '"size": 40' in handle.metadata()["lightnets"].replace(" ", " ")
+    model = lightnets.create_model("mobilenet_v2", weights=str(out / "model.safetensors"))
+    assert model.pretrained_cfg.transform.size == 40
+
+
+def test_replaying_a_budgeted_run_with_steps(tiny_imagenette, tmp_path, one_thread):
+    data = tiny_imagenette(classes=2, train=8, val=1)
+    common = dict(
+        model="mobilenet_v2", model_kwargs={"width": 0.35}, data=str(data), batch_size=4, resolution=32,
+        progress=False,
+    )  # fmt: skip
+    trainer = Trainer(TrainConfig(**common, out=str(tmp_path / "a"), steps=7), _one_process())
+    try:
+        assert trainer.budgeted and not trainer.planning and trainer.schedule.total == 7
+        assert trainer.total_epochs == 2 and trainer.ema.decay == 0.9
+    finally:
+        trainer.close()
+
+
+def _one_process():
+    from lightnets.train import distributed
+
+    return distributed.setup("cpu")
