@@ -15,7 +15,7 @@ downsamples), and ``forward_inner(x)`` returns ``(output, inner tensor)`` in one
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Protocol, TypeGuard
+from typing import Protocol, TypeGuard, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -35,7 +35,10 @@ __all__ = [
     "has_inner_tensor",
     "make_activation",
     "make_divisible",
+    "to_channels_last",
 ]
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 class InnerTensorBlock(Protocol):
@@ -104,6 +107,12 @@ class TFSamePad(nn.Module):
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
+
+
+def to_channels_last(module: ModuleT) -> ModuleT:
+    """``module`` with its weights stored in NHWC order (in place, as ``Module.to``)."""
+    # nn.Module.to takes memory_format, but the overloads of its stub do not say so.
+    return module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
 def make_activation(name: str | None) -> nn.Module:

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -62,6 +62,7 @@ FOREIGN_BACKENDS = {
     "tflite_file": "LiteRT interpreter (XNNPACK) running a given TFLite file",
 }
 INT8_BACKENDS = ("ort_int8", "torch_int8")
+Input = TypeVar("Input")  # what a timed call takes
 MIN_RUNS = 50
 
 
@@ -168,13 +169,16 @@ def _build(target: Target, threads: int) -> Callable[[np.ndarray], Any]:
     if target.backend not in BACKENDS:
         raise ValueError(f"unknown backend {target.backend!r}")
 
+    from ..layers import to_channels_last
     from ..zoo import create_model
 
+    if target.model is None:
+        raise ValueError(f"{target.label}: the {target.backend} backend needs a lightnets model name")
     model = create_model(target.model, weights=target.weights, **target.model_kwargs).eval()
     memory_format = torch.contiguous_format
     if target.backend == "channels_last":
         memory_format = torch.channels_last
-        model = model.to(memory_format=memory_format)
+        model = to_channels_last(model)
     elif target.backend == "folded":
         from .fold import deploy
 
@@ -182,6 +186,8 @@ def _build(target: Target, threads: int) -> Callable[[np.ndarray], Any]:
     elif target.backend == "torch_int8":
         from .quantize import quantize_pytorch
 
+        if target.calibration is None:
+            raise ValueError("the int8 backends need calibration images: give a folder of real images")
         # Min/max ranges: the kernels and so the latency are those of any calibration.
         model = quantize_pytorch(model, target.calibration, num_images=32, observer="minmax")
 
@@ -216,7 +222,7 @@ def _litert_runner(path: str | None, threads: int) -> Callable[[np.ndarray], Any
     return run
 
 
-def _time_calls(run: Callable[[np.ndarray], Any], x: np.ndarray, calls: int) -> list[float]:
+def _time_calls(run: Callable[[Input], Any], x: Input, calls: int) -> list[float]:
     times = []
     for _ in range(calls):
         start = time.perf_counter_ns()
@@ -256,7 +262,7 @@ def _gemm_rate_here(threads: int, size: int, repeats: int) -> float:
     a, b = torch.randn(size, size), torch.randn(size, size)
     out = torch.empty(size, size)
     torch.mm(a, b, out=out)
-    best = min(_time_calls(lambda _: torch.mm(a, b, out=out), None, repeats))  # type: ignore[arg-type]
+    best = min(_time_calls(lambda _: torch.mm(a, b, out=out), None, repeats))
     return size**3 / (best / 1e3)
 
 
@@ -310,6 +316,7 @@ def model_targets(
     if any(b.startswith("ort_") for b in backends):
         export_onnx(net, fp32, input_size=input_size)
     if "ort_int8" in backends:
+        assert calibration is not None  # refused above
         quantize_onnx(fp32, stem.with_suffix(".int8.onnx"), calibration, num_images=64)
     files = {"ort_fp32": str(fp32), "ort_int8": str(stem.with_suffix(".int8.onnx"))}
     return [
@@ -371,7 +378,7 @@ def _interleaved_here(
     runners.append(lambda _: torch.mm(a, b, out=out))
     rng = np.random.default_rng(0)
     inputs = [rng.standard_normal((1, 3, t.input_size, t.input_size), dtype=np.float32) for t in targets]
-    inputs.append(None)
+    inputs.append(np.empty(0, dtype=np.float32))  # the GEMM's, unused
     for run, x in zip(runners, inputs, strict=True):
         _time_calls(run, x, warmup)
     times: list[list[float]] = [[] for _ in runners]

@@ -7,23 +7,13 @@ import platform
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..cpu import cpu_model as cpu_name
 from ..files import atomic_path, atomic_write, write_text
 from .bench import BACKENDS, FOREIGN_BACKENDS, Measurement, speedup_per_madds_cut
 
 __all__ = ["cpu_name", "machine_description", "markdown_table", "plot_latency_vs_madds", "write_report"]
 
 DESCRIPTIONS = {**BACKENDS, **FOREIGN_BACKENDS}
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux ``/proc/cpuinfo``), or what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def machine_description() -> str:
@@ -90,7 +80,8 @@ def plot_latency_vs_madds(measurements: Sequence[Measurement], rates: dict[int, 
     thread_counts = sorted({m.threads for m in measurements})
     fig, axes = plt.subplots(1, len(thread_counts), figsize=(6.5 * len(thread_counts), 5), squeeze=False)
     backends = list(dict.fromkeys(m.backend for m in measurements))
-    palette = plt.get_cmap("tab10" if len(backends) <= 10 else "tab20").colors
+    cmap = plt.get_cmap("tab10" if len(backends) <= 10 else "tab20")
+    palette = [cmap(i) for i in range(cmap.N)]  # the map's listed colours, as RGBA
     colours = {b: palette[i % len(palette)] for i, b in enumerate(backends)}  # one per backend
     for ax, threads in zip(axes[0], thread_counts, strict=True):
         subset = [m for m in measurements if m.threads == threads]
@@ -103,10 +94,10 @@ def plot_latency_vs_madds(measurements: Sequence[Measurement], rates: dict[int, 
                 span = np.array([madds.min(), madds.max()])
                 ax.plot(span, np.exp(intercept) * span**slope, "-", color=points.get_color(), alpha=0.4)
         if threads in rates:
-            span = sorted({m.madds for m in subset})
+            every_madds = sorted({m.madds for m in subset})
             ax.plot(
-                [s / 1e6 for s in span],
-                [s / rates[threads] * 1e3 for s in span],
+                [s / 1e6 for s in every_madds],
+                [s / rates[threads] * 1e3 for s in every_madds],
                 "k--",
                 label=f"fp32 floor: MAdds / {rates[threads] / 1e9:.0f} G/s",
             )

@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -29,6 +29,9 @@ from ..data.transforms import EvalTransform
 from ..files import atomic_path
 from ..zoo import labels_of, transform_of
 from .fold import fold_batchnorm
+
+if TYPE_CHECKING:
+    import onnx
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -113,7 +116,8 @@ class OnnxMetadata:
                     )
                 ):
                     raise ValueError(f"expected [C, H, W], got {text[:80]!r}")
-                meta.input_size = tuple(size)  # type: ignore[assignment]
+                channels, height, width = size
+                meta.input_size = (channels, height, width)
             if (text := take(key := "transform")) is not None:
                 meta.transform = EvalTransform.from_dict(json.loads(text))
             if (text := take(key := "class_names")) is not None:
@@ -170,13 +174,11 @@ def write_metadata(proto: Any, metadata: OnnxMetadata | dict[str, str]) -> None:
         proto.metadata_props.add(key=key, value=value)
 
 
-def read_metadata(source: str | Path | Any) -> OnnxMetadata:
+def read_metadata(source: str | Path | onnx.ModelProto) -> OnnxMetadata:
     """The lightnets metadata of an ONNX file (a path or an ``onnx.ModelProto``)."""
     import onnx
 
-    proto = source
-    if isinstance(source, str | Path):
-        proto = onnx.load(str(source), load_external_data=False)
+    proto = onnx.load(str(source), load_external_data=False) if isinstance(source, str | Path) else source
     return OnnxMetadata.from_props({p.key: p.value for p in proto.metadata_props})
 
 
@@ -245,6 +247,8 @@ def export_onnx(
             optimize=True,
             verbose=False,
         )
+    if program is None:  # dynamo=True always gives a program; the hint covers the old exporter
+        raise RuntimeError("torch.onnx.export gave no ONNX program")
     proto = program.model_proto
     proto.producer_name = "lightnets"
     proto.doc_string = f"{metadata.model_name} exported by lightnets (fp32, BatchNorm folded: {fold})"

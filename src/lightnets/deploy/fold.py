@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import ConvBNAct, TFSamePad, tf_same_pad
+from ..layers import ConvBNAct, TFSamePad, tf_same_pad, to_channels_last
 
 __all__ = ["FusedConvAct", "deploy", "fold_batchnorm", "fuse_conv_bn_act", "is_deployed"]
 
@@ -30,7 +30,7 @@ _FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
 @torch.no_grad()
-def fold_into(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> None:
+def fold_into(layer: nn.modules.conv._ConvNd | nn.Linear, bn: nn.modules.batchnorm._BatchNorm) -> None:
     """Fold the eval-mode ``bn`` that follows ``layer`` (a conv or linear) into ``layer``.
 
     ``layer`` gains a bias if it had none. Raises ``ValueError`` for a BatchNorm without
@@ -86,7 +86,7 @@ def fold_batchnorm(model: nn.Module, inplace: bool = False, strict: bool = False
         left = [name for name, m in model.named_modules() if isinstance(m, _BATCHNORMS)]
         if left:
             raise ValueError(f"{len(left)} BatchNorm layers could not be folded (first: {left[0]})")
-    model.folded_batchnorms = folded
+    setattr(model, "folded_batchnorms", folded)  # noqa: B010 - a plain attribute, not a submodule
     return model
 
 
@@ -182,9 +182,10 @@ def deploy(model: nn.Module, channels_last: bool = False, fuse: bool = True) -> 
                 setattr(parent, name, nn.Identity())
     model.requires_grad_(False)
     if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    model.train = types.MethodType(_refuse_training, model)
-    model.deployed = True
+        model = to_channels_last(model)
+    # Plain attributes (a bound method, a flag): setattr keeps nn.Module's typed __setattr__ out of it.
+    setattr(model, "train", types.MethodType(_refuse_training, model))  # noqa: B010
+    setattr(model, "deployed", True)  # noqa: B010
     return model
 
 

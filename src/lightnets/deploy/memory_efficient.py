@@ -37,6 +37,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import torch
 from torch import Tensor, nn
@@ -98,7 +99,7 @@ def chunk_bounds(channels: int, chunks: int) -> list[tuple[int, int]]:
 # --------------------------------------------------------------------------- plans
 
 
-def _is_plain_conv(m: nn.Module) -> bool:
+def _is_plain_conv(m: nn.Module) -> TypeGuard[nn.Conv2d]:
     return (
         isinstance(m, nn.Conv2d)
         and type(m).forward is nn.Conv2d.forward  # no hidden padding (timm's Conv2dSame)
@@ -107,7 +108,7 @@ def _is_plain_conv(m: nn.Module) -> bool:
     )
 
 
-def _is_plain_norm(m: nn.Module) -> bool:
+def _is_plain_norm(m: nn.Module) -> TypeGuard[nn.BatchNorm2d]:
     return (
         isinstance(m, nn.BatchNorm2d)
         and type(m).forward is nn.BatchNorm2d.forward
@@ -189,11 +190,12 @@ def _branch(block: nn.Module) -> tuple[list[nn.Module], bool] | None:
     names = set(dict(block.named_children()))
     if {"expand", "depthwise", "project"} <= names:  # lightnets InvertedResidual
         shortcut = getattr(block, "add", None) is not None
-        return _leaves(block.expand) + _leaves(block.depthwise) + _leaves(block.project), shortcut
+        parts = ("expand", "depthwise", "project")
+        return [leaf for name in parts for leaf in _leaves(block.get_submodule(name))], shortcut
     if {"depthwise", "pointwise"} <= names:  # lightnets DepthwiseSeparable
-        return _leaves(block.depthwise) + _leaves(block.pointwise), False
+        return _leaves(block.get_submodule("depthwise")) + _leaves(block.get_submodule("pointwise")), False
     if "conv" in names and hasattr(block, "use_res_connect"):  # torchvision InvertedResidual
-        return _leaves(block.conv), bool(block.use_res_connect)
+        return _leaves(block.get_submodule("conv")), bool(block.use_res_connect)
     if {"conv_pw", "conv_dw", "conv_pwl"} <= names or {"conv_dw", "conv_pw", "bn2"} <= names:
         # timm InvertedResidual / DepthwiseSeparableConv
         if getattr(block, "conv_s2d", None) is not None:
@@ -202,6 +204,7 @@ def _branch(block: nn.Module) -> tuple[list[nn.Module], bool] | None:
             raise UnsupportedBlock("squeeze-excitation needs the whole expanded tensor")
         if not isinstance(getattr(block, "aa", nn.Identity()), nn.Identity):
             raise UnsupportedBlock("anti-aliasing pool")
+        order: tuple[str, ...]
         if "conv_pwl" in names:
             order = ("conv_pw", "bn1", "conv_dw", "bn2", "conv_pwl", "bn3")
         else:
@@ -273,10 +276,14 @@ _Prepared = list[nn.Module | tuple[Tensor, Tensor]]
 
 def _prepare(ops: list[nn.Module]) -> _Prepared:
     """The per-channel operations with each BatchNorm as its (scale, shift), (C, 1, 1)."""
-    return [
-        tuple(t[:, None, None] for t in _norm_affine(op)) if isinstance(op, nn.BatchNorm2d) else op
-        for op in ops
-    ]
+    prepared: _Prepared = []
+    for op in ops:
+        if isinstance(op, nn.BatchNorm2d):
+            scale, shift = _norm_affine(op)
+            prepared.append((scale[:, None, None], shift[:, None, None]))
+        else:
+            prepared.append(op)
+    return prepared
 
 
 def _activate(op: nn.Module, x: Tensor) -> Tensor:
@@ -370,15 +377,17 @@ def _pad_amounts(stage: ConvStage, height: int, width: int) -> tuple[int, int, i
                 out = -(-size // pad.stride)
                 total = max((out - 1) * pad.stride + (pad.kernel_size - 1) * pad.dilation + 1 - size, 0)
                 amounts += [total // 2, total - total // 2]
-            l_, r_, t_, b_ = amounts
         elif isinstance(pad, nn.ZeroPad2d) or (isinstance(pad, nn.ConstantPad2d) and pad.value == 0):
-            l_, r_, t_, b_ = pad.padding
+            amounts = list(pad.padding)
         else:
             return None
+        l_, r_, t_, b_ = amounts
         if min(l_, r_, t_, b_) < 0:
             return None
         top, bottom, left, right = top + t_, bottom + b_, left + l_, right + r_
         height, width = height + t_ + b_, width + l_ + r_
+    if isinstance(conv.padding, str):  # "same" / "valid": not taken by _stages
+        return None
     ph, pw = conv.padding
     return top + ph, bottom + ph, left + pw, right + pw
 
@@ -396,8 +405,8 @@ def _direct_conv(
     x: Tensor,
     weight: Tensor,
     bias: Tensor | None,
-    stride: tuple[int, int],
-    dilation: tuple[int, int],
+    stride: tuple[int, ...],
+    dilation: tuple[int, ...],
     pads: tuple[int, int, int, int],
     depthwise: bool,
 ) -> Tensor:
@@ -614,7 +623,7 @@ class InPlaceConvStage(nn.Sequential):
         super().__init__(OrderedDict(layer.named_children()))
         self.stage = stages[0]
 
-    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(self, x: Tensor) -> Tensor:
         if self.training:
             raise RuntimeError("InPlaceConvStage is inference-only: call .eval() first")
         with torch.no_grad():
@@ -627,7 +636,7 @@ class InPlaceConvStage(nn.Sequential):
             return _per_channel(y, _prepare(self.stage.post), 0, conv.out_channels)
 
 
-def _conv_stage(module: nn.Module) -> bool:
+def _conv_stage(module: nn.Module) -> TypeGuard[nn.Sequential]:
     if not isinstance(module, nn.Sequential):
         return False
     try:

@@ -109,9 +109,10 @@ class Runtime:
             raise ValueError(f"{self.path}: expected an (N, C, H, W) input, found shape {shape}")
         if self.metadata.input_size is not None:
             return self.metadata.input_size
-        if not all(isinstance(v, int) for v in shape[1:]):
+        _, channels, height, width = shape
+        if not all(isinstance(v, int) for v in (channels, height, width)):
             raise ValueError(f"{self.path}: the input size is neither fixed nor stated in its metadata")
-        return tuple(shape[1:])  # type: ignore[return-value]
+        return channels, height, width
 
     def _default_transform(self) -> EvalTransform:
         # A foreign file: ImageNet normalisation and the usual 87.5% centre crop.
@@ -174,7 +175,7 @@ class Runtime:
         """Top-k classes of image files and folders: :func:`lightnets.predict` on this runtime."""
         from ..classify import predict
 
-        return predict(self, inputs, topk)  # type: ignore[arg-type]
+        return predict(self, inputs, topk)
 
     def __repr__(self) -> str:
         return (
