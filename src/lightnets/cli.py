@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from torch import nn
@@ -19,6 +20,7 @@ from .deploy.cli import add_backend_options, add_bench_parser, add_export_parser
 from .files import write_text
 from .models import get_entry, list_models
 from .render import FORMATS, render
+from .tasks.costs import cost_by_part
 from .weights import convert, get_weights, list_weights
 from .zoo import add_model_options, create_model, labels_of, model_for_weights, model_kwargs
 
@@ -67,10 +69,17 @@ def cmd_profile(args: argparse.Namespace) -> int:
     size = args.resolution
     report = profile(model, (3, size, size), memory=args.memory)
     report.model = args.model
+    parts = cost_by_part(report, model)  # a task model's backbone and head, apart
     if args.format == "json":
-        print(json.dumps(report.to_dict(by_layer=args.by_layer), indent=2))
+        out = report.to_dict(by_layer=args.by_layer)
+        if parts:
+            out["by_part"] = [asdict(part) for part in parts]
+        print(json.dumps(out, indent=2))
         return 0
     sections = []
+    if parts:
+        part_rows = [(p.part, p.params, p.bn_params, p.madds, 100.0 * p.madds / report.madds) for p in parts]
+        sections.append(render(("part", "params", "BatchNorm params", "madds", "madds %"), part_rows, args.format))
     if args.by_layer:
         rows = [
             (

@@ -15,9 +15,12 @@ import torch
 from torch import nn
 
 import lightnets
+from lightnets.models import get_entry
 from lightnets.models.base import FeatureInfo
+from lightnets.tasks import TASK_FAMILIES
 
-NAMES = lightnets.list_models()
+# The classifiers: task models (segmentation) have no feature levels of their own.
+NAMES = [n for n in lightnets.list_models() if get_entry(n).family not in TASK_FAMILIES]
 LIGHT = ("mobilenet_v1_025", "mobilenet_v2_035", "shufflenet_v1_g8_025", "squeezenet1_1")
 # The families whose blocks have an inner tensor, and the module it comes from.
 INNER = {
