@@ -272,3 +272,16 @@ def test_onnx_int8_calibrates_every_image_and_hides_no_warning(tmp_path, method)
     assert info["method"] == method and info["calibration"] == "3 prepared images"
     ops = [n.op_type for n in onnx.load(str(int8)).graph.node]
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+
+
+def test_int8_keeps_one_side_to_7_bits_on_cpus_without_vnni(real_batch, monkeypatch):
+    """Without VNNI the x86 kernels add pairs of 8-bit products in 16 bits: 7-bit weights
+    keep those sums from saturating; with VNNI all 8 bits are used."""
+    import lightnets.deploy.quantize as quantize
+
+    model = family_model(("shufflenet_v1", {"groups": 3, "scale": 0.25}))
+    images = real_batch(model, 8)
+    for has_vnni, expected in ((False, "weights"), (True, "none")):
+        monkeypatch.setattr(quantize, "cpu_has_vnni", lambda has_vnni=has_vnni: has_vnni)
+        quantized = quantize_pytorch(model, images, num_images=None, observer="minmax")
+        assert quantized.quantization["reduce_range"] == expected
