@@ -113,9 +113,6 @@ def mobilenet_v1(
     Args:
         width: width multiplier alpha, scales every layer's channels (rounded to a multiple of 8), in (0, 2]; the paper uses 0.25, 0.5, 0.75 and 1.
         variant: 'separable' for the paper's network, 'full' for every separable layer a full 3x3 convolution (Table 4's Conv MobileNet), 'shallow' for the network without its five 14x14x512 layers (Table 6).
-        num_classes: number of classes of the classifier, an integer >= 0 (0: no classifier; the model then returns its num_features features).
-        dropout: dropout probability in the classifier head, in [0, 1).
-        in_channels: channels of the input image, an integer >= 1 (3 for RGB).
         act: activation after every convolution, 'relu' (the paper) or 'relu6' (the official release).
         padding: padding of the strided convolutions, 'symmetric' (PyTorch's) or 'tf_same' (TensorFlow's, for weights trained there).
     """

@@ -94,9 +94,6 @@ def mobilenet_v2(
     Args:
         width: width multiplier alpha, scales every layer's channels (rounded to a multiple of 8), in (0, 2]; the paper uses 0.35 to 1.4, and the last 1280-channel layer only grows.
         expansion: expansion factor t of every inverted residual block but the first (which keeps t = 1), a number >= 1; Table 2 uses 6.
-        num_classes: number of classes of the classifier, an integer >= 0 (0: no classifier; the model then returns its num_features features).
-        dropout: dropout probability in the classifier head, in [0, 1).
-        in_channels: channels of the input image, an integer >= 1 (3 for RGB).
         padding: padding of the strided convolutions, 'symmetric' (PyTorch's) or 'tf_same' (TensorFlow's, for weights trained there).
     """
     return MobileNetV2(width, expansion, num_classes, dropout, in_channels, padding)

@@ -367,11 +367,6 @@ class InceptionV3(Classifier):
 @register_model(family="reference")
 def alexnet(num_classes: int = 1000, dropout: float = 0.5, in_channels: int = 3) -> PlainNet:
     """AlexNet (Krizhevsky et al., 2012), the two-GPU grouped network; 227x227 input.
-
-    Args:
-        num_classes: number of classes of the classifier, an integer >= 0 (0: no classifier; the model then returns its num_features features).
-        dropout: dropout probability in the classifier head, in [0, 1).
-        in_channels: channels of the input image, an integer >= 1 (3 for RGB).
     """
     return PlainNet(ALEXNET, ALEXNET_FC, num_classes, dropout, in_channels, ALEXNET_MIN_INPUT)
 
@@ -379,11 +374,6 @@ def alexnet(num_classes: int = 1000, dropout: float = 0.5, in_channels: int = 3)
 @register_model(family="reference")
 def vgg16(num_classes: int = 1000, dropout: float = 0.5, in_channels: int = 3) -> PlainNet:
     """VGG16 (Simonyan & Zisserman, 2015), configuration D.
-
-    Args:
-        num_classes: number of classes of the classifier, an integer >= 0 (0: no classifier; the model then returns its num_features features).
-        dropout: dropout probability in the classifier head, in [0, 1).
-        in_channels: channels of the input image, an integer >= 1 (3 for RGB).
     """
     return PlainNet(VGG16, VGG_FC, num_classes, dropout, in_channels)
 
@@ -391,11 +381,6 @@ def vgg16(num_classes: int = 1000, dropout: float = 0.5, in_channels: int = 3) -
 @register_model(family="reference")
 def googlenet(num_classes: int = 1000, dropout: float = 0.4, in_channels: int = 3) -> GoogLeNet:
     """GoogLeNet (Szegedy et al., 2015), Inception v1 with 5x5 branches, no aux heads.
-
-    Args:
-        num_classes: number of classes of the classifier, an integer >= 0 (0: no classifier; the model then returns its num_features features).
-        dropout: dropout probability in the classifier head, in [0, 1).
-        in_channels: channels of the input image, an integer >= 1 (3 for RGB).
     """
     return GoogLeNet(num_classes, dropout, in_channels)
 
@@ -403,11 +388,6 @@ def googlenet(num_classes: int = 1000, dropout: float = 0.4, in_channels: int = 
 @register_model(family="reference")
 def resnet50(num_classes: int = 1000, dropout: float = 0.0, in_channels: int = 3) -> ResNet:
     """ResNet-50 v1 (He et al., 2016): the stride on the bottleneck's first 1x1.
-
-    Args:
-        num_classes: number of classes of the classifier, an integer >= 0 (0: no classifier; the model then returns its num_features features).
-        dropout: dropout probability in the classifier head, in [0, 1).
-        in_channels: channels of the input image, an integer >= 1 (3 for RGB).
     """
     return ResNet(RESNET50_STAGES, num_classes, dropout, in_channels)
 
@@ -415,10 +395,5 @@ def resnet50(num_classes: int = 1000, dropout: float = 0.0, in_channels: int = 3
 @register_model(family="reference")
 def inception_v3(num_classes: int = 1000, dropout: float = 0.5, in_channels: int = 3) -> InceptionV3:
     """Inception v3 (Szegedy et al., 2016) as released, without the aux classifier; 299 input.
-
-    Args:
-        num_classes: number of classes of the classifier, an integer >= 0 (0: no classifier; the model then returns its num_features features).
-        dropout: dropout probability in the classifier head, in [0, 1).
-        in_channels: channels of the input image, an integer >= 1 (3 for RGB).
     """
     return InceptionV3(num_classes, dropout, in_channels)

@@ -29,6 +29,14 @@ class ModelEntry:
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
+# The arguments every builder takes, described once (builders document their own).
+COMMON_ARGUMENTS = {
+    "num_classes": "number of classes of the classifier, an integer >= 0 (0: no classifier; the model "
+    "then returns its num_features features)",
+    "dropout": "dropout probability in the classifier head, in [0, 1)",
+    "in_channels": "channels of the input image, an integer >= 1 (3 for RGB)",
+}
+
 
 def register_model(
     name: str | None = None,

@@ -107,8 +107,5 @@ def shufflenet_v1(
         groups: number of groups g of the 1x1 group convolutions, one of 1, 2, 3, 4 and 8 (Table 1's columns).
         scale: scale factor s, multiplies every channel count (rounded to a multiple of g), in (0, 2]; the paper uses 0.25, 0.5, 1, 1.5 and 2.
         shuffle: channel shuffle after the first 1x1 group convolution of every unit; off gives the paper's ablation (Table 3).
-        num_classes: number of classes of the classifier, an integer >= 0 (0: no classifier; the model then returns its num_features features).
-        dropout: dropout probability in the classifier head, in [0, 1).
-        in_channels: channels of the input image, an integer >= 1 (3 for RGB).
     """
     return ShuffleNetV1(groups, scale, shuffle, num_classes, dropout, in_channels)

@@ -174,9 +174,6 @@ def _squeezenet(
 _BUILDER_ARGS = """
 Args:
     bypass: shortcuts around the Fire modules (the paper's Section 6): None for none, 'simple' for identities around fire3, 5, 7 and 9, 'complex' for those plus 1x1-conv shortcuts around the other Fire modules.
-    num_classes: number of classes of the classifier, an integer >= 0 (0: no classifier; the model then returns its num_features features).
-    dropout: dropout probability in the classifier head, in [0, 1).
-    in_channels: channels of the input image, an integer >= 1 (3 for RGB).
     base_e: expand filters of the first Fire module (the paper's base_e), an integer > 0; None keeps the table's (128).
     incr_e: expand filters added every freq Fire modules (incr_e), an integer >= 0; None keeps the table's (128).
     freq: Fire modules between two increases of the expand filters (freq), an integer > 0; None keeps the table's (2).

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..models import entry_arguments, get_entry, list_models
+from ..models import COMMON_ARGUMENTS, entry_arguments, get_entry, list_models
 
 # Builder arguments that a command sets itself, or that only weight files set.
 NOT_OPTIONS = frozenset({"padding", "in_channels"})
@@ -80,15 +80,21 @@ def model_options() -> list[ModelOption]:
     """Every argument of every registered builder, in the order the builders list them."""
     options: dict[str, ModelOption] = {}
     builders: dict[str, Callable[..., Any]] = {}
-    # The four families first, the reference models (which take only the common
-    # arguments) last, so the help lists options in the order a reader meets them.
-    names = sorted(list_models(), key=lambda n: (get_entry(n).family == "reference", n))
+    # The four families first, then the reference models (which take only the common
+    # arguments), then the task models built on them, so the help lists options in the
+    # order a reader meets them.
+    def order(name: str) -> tuple[bool, bool, str]:
+        entry = get_entry(name)
+        in_zoo = entry.builder.__module__.startswith("lightnets.models.")
+        return (not in_zoo, entry.family == "reference", name)
+
+    names = sorted(list_models(), key=order)
     for name in names:
         builder = get_entry(name).builder
         builders.setdefault(builder.__name__, builder)
     for builder_name, builder in builders.items():
         hints = typing.get_type_hints(builder)
-        described = docstring_arguments(builder)
+        described = docstring_arguments(builder) | COMMON_ARGUMENTS
         for parameter in inspect.signature(builder).parameters.values():
             if parameter.name in NOT_OPTIONS or parameter.kind is parameter.VAR_KEYWORD:
                 continue
@@ -104,11 +110,12 @@ def model_options() -> list[ModelOption]:
 
 
 def _help_text(option: ModelOption) -> str:
-    defaults = {repr(v) for v in option.defaults.values()}
-    if len(defaults) == 1:
-        default = f"default {defaults.pop()}"
-    else:
-        default = "default: " + ", ".join(f"{m} {v!r}" for m, v in option.defaults.items())
+    by_value: dict[str, list[str]] = {}
+    for model, value in option.defaults.items():
+        by_value.setdefault(repr(value), []).append(model)
+    # The most common default first, then the models that differ from it.
+    values = sorted(by_value, key=lambda v: -len(by_value[v]))
+    default = f"default {values[0]}" + "".join(f"; {v} for {', '.join(by_value[v])}" for v in values[1:])
     takers = ", ".join(option.models) if len(option.models) < 6 else "every model"
     text = option.help or option.name.replace("_", " ")
     return f"{text} ({takers}; {default})".replace("%", "%%")
