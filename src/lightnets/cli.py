@@ -20,6 +20,7 @@ from .deploy.cli import add_backend_options, add_bench_parser, add_export_parser
 from .files import write_text
 from .models import get_entry, list_models
 from .render import FORMATS, render
+from .tasks.cli import add_segment_parsers, add_segmentation_eval_options, cmd_eval_segmentation
 from .tasks.costs import cost_by_part
 from .weights import convert, get_weights, list_weights
 from .zoo import add_model_options, create_model, labels_of, model_for_weights, model_kwargs
@@ -292,6 +293,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.task == "segmentation":
+        return cmd_eval_segmentation(args)
     model = model_for_backend(args, model_with_weights)
     result = evaluate(model, args.data, batch_size=args.batch_size, limit=args.limit, workers=args.workers)
     for path in result.skipped:
@@ -419,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=non_negative_int, default=0, help="image-loading processes")
     p.add_argument("--format", choices=("table", "json"), default="table")
     add_backend_options(p)
+    add_segmentation_eval_options(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
@@ -439,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .compress.cli import add_compress_parser
 
     add_compress_parser(sub)
+    add_segment_parsers(sub)
     for command in sub.choices.values():
         add_common_options(command)
     return parser
