@@ -77,6 +77,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
             out["by_part"] = [asdict(part) for part in parts]
         print(json.dumps(out, indent=2))
         return 0
+    rows: list[tuple]  # each section's table has columns of its own
+    headers: tuple[str, ...]
     sections = []
     if parts:
         part_rows = [(p.part, p.params, p.bn_params, p.madds, 100.0 * p.madds / report.madds) for p in parts]
@@ -127,50 +129,12 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _comparison_rows(comparisons: list[papers.Comparison]) -> list[tuple]:
-    def mark(ok: bool | None) -> str:
-        return "" if ok is None else ("yes" if ok else "no")
-
-    rows = []
-    for c in comparisons:
-        f = c.figure
-        rows.append(
-            (
-                f.label,
-                f.resolution,
-                f.madds or "",
-                round(c.madds, 2),
-                mark(c.madds_matches),
-                f.params or "",
-                round(c.params, 3),
-                mark(c.params_matches),
-                "" if f.top1 is None else str(f.top1),
-                f.source,
-            )
-        )
-    return rows
-
-
-COMPARISON_HEADERS = (
-    "model",
-    "input",
-    "paper MAdds (M)",
-    "measured MAdds (M)",
-    "same",
-    "paper params (M)",
-    "measured params (M)",
-    "same",
-    "paper top-1 %",
-    "source",
-)
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
     figures = papers.figures_for(args.models)
     if not figures:
         raise ValueError(f"the papers report no figures for {', '.join(args.models)}")
     comparisons = [papers.measure(f) for f in figures]
-    print(render(COMPARISON_HEADERS, _comparison_rows(comparisons), args.format))
+    print(render(papers.COMPARISON_HEADERS, papers.comparison_rows(comparisons), args.format))
     notes = [f"- {c.figure.label}: {c.figure.note}" for c in comparisons if c.figure.note]
     if notes and args.format in ("table", "markdown"):
         print("\nWhere the papers and a faithful model differ:\n" + "\n".join(notes))
@@ -182,62 +146,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def report_sections(fmt: str = "markdown") -> list[tuple[str, str]]:
-    """Every reproduced paper table, rendered: (title, text) pairs."""
-    comparisons = [papers.measure(f) for f in papers.FIGURES]
-    sections = [
-        ("Multiply-adds and parameters", render(COMPARISON_HEADERS, _comparison_rows(comparisons), fmt))
-    ]
-    notes = "\n".join(f"- {c.figure.label}: {c.figure.note}" for c in comparisons if c.figure.note)
-    sections.append(("Where the papers and a faithful model differ", notes))
-
-    v1 = profile(create_model("mobilenet_v1"))
-    rows = [
-        (kind, madds, round(v1.kind(kind).madds_share, 2), params, round(v1.kind(kind).params_share, 2))
-        for kind, madds, params in papers.MOBILENET_V1_TABLE2
-    ]
-    text = render(("layer kind", "paper MAdds %", "measured", "paper params %", "measured"), rows, fmt)
-    sections.append(
-        ("MobileNet v1, Table 2: resources per layer kind", text + "\n\n" + papers.MOBILENET_V1_TABLE2_NOTE)
-    )
-
-    rows = [
-        (label, printed_m, round(m, 2), printed_p, round(p, 3))
-        for label, m, p, printed_m, printed_p in papers.mobilenet_v1_table3()
-    ]
-    sections.append(
-        (
-            "MobileNet v1, Table 3: one 14x14x512 layer made cheaper",
-            render(("layer", "paper MAdds (M)", "measured", "paper params (M)", "measured"), rows, fmt),
-        )
-    )
-
-    def measured_cell(size: int, channels: int, kb: float) -> str:
-        if not size:
-            return f"{kb:.1f}"
-        return f"{channels}/{kb:.1f}" if channels else "not materialised (first-layer trick)"
-
-    rows = [
-        (
-            column,
-            f"{size}x{size}" if size else "max",
-            f"{pc}/{pk}" if size else pk,
-            measured_cell(size, mc, mk),
-        )
-        for column, size, mc, mk, pc, pk in papers.memory_table3()
-    ]
-    sections.append(
-        (
-            "MobileNetV2, Table 3: largest tensor per spatial size, channels/KB "
-            "(16-bit activations, each block one operation)",
-            render(("network", "size", "paper", "measured"), rows, fmt),
-        )
-    )
-    return sections
-
-
 def cmd_report(args: argparse.Namespace) -> int:
-    sections = report_sections(args.format if args.format != "json" else "markdown")
+    sections = papers.report_sections(args.format if args.format != "json" else "markdown")
     text = "\n\n".join(f"## {title}\n\n{body}" for title, body in sections)
     print(text)
     if args.out:
