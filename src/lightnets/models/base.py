@@ -214,7 +214,21 @@ class Head(Protocol):
     def __call__(self, x: Tensor, pre_logits: bool = False) -> Tensor: ...
 
 
-class ClassifierHead(nn.Module):
+class LinearClassifier(nn.Module):
+    """A head whose last layer is a linear classifier over ``num_features`` features."""
+
+    num_features: int
+    num_classes: int
+    fc: nn.Module
+
+    def reset(self, num_classes: int) -> None:
+        """A new classifier for ``num_classes`` (0: none, the features are the output)."""
+        check_num_classes(num_classes)
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+
+class ClassifierHead(LinearClassifier):
     """Global average pool, dropout, fully connected layer.
 
     ``num_classes=0`` leaves the pooled features as the output (no classifier).
@@ -228,11 +242,6 @@ class ClassifierHead(nn.Module):
         self.dropout = nn.Dropout(check_dropout(dropout))
         self.fc: nn.Module = nn.Identity()
         self.reset(num_classes)
-
-    def reset(self, num_classes: int) -> None:
-        check_num_classes(num_classes)
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
 
     def forward(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = self.dropout(self.flatten(self.pool(x)))

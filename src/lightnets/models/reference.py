@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..layers import Add, ConvBNAct
-from .base import Classifier, ClassifierHead, FeatureStack, check_dropout, check_num_classes
+from .base import Classifier, ClassifierHead, FeatureStack, LinearClassifier, check_dropout
 from .registry import register_model
 
 # AlexNet (Krizhevsky et al., 2012, Figure 2 and Section 3): the two-GPU network. conv2,
@@ -256,7 +256,7 @@ class Bottleneck(nn.Module):
         return self.act(self.add(out, self.shortcut(x)))
 
 
-class FullyConnectedHead(nn.Module):
+class FullyConnectedHead(LinearClassifier):
     """AlexNet's and VGG's classifier: two hidden FC layers with ReLU and dropout, then FC.
 
     The map is first average-pooled to the ``pool_size`` the first FC layer was
@@ -283,11 +283,6 @@ class FullyConnectedHead(nn.Module):
         )
         self.fc: nn.Module = nn.Identity()
         self.reset(num_classes)
-
-    def reset(self, num_classes: int) -> None:
-        check_num_classes(num_classes)
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
 
     def forward(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = self.hidden(self.flatten(self.pool(x)))
