@@ -253,7 +253,7 @@ def quantize_onnx(
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         graph = onnx.load(str(prepared), load_external_data=False).graph
         excluded = [node.name for node in graph.node if node.op_type in set(keep_float)]
-        extra = {"ActivationSymmetric": False, "WeightSymmetric": True}
+        extra: dict[str, Any] = {"ActivationSymmetric": False, "WeightSymmetric": True}
         if method == "percentile":
             extra["CalibPercentile"] = 99.999
         if moving_average:
@@ -312,8 +312,8 @@ class GridPerChannelObserver(torch.ao.quantization.PerChannelMinMaxObserver):
         self._weight = x.detach()
         return super().forward(x)
 
-    def calculate_qparams(self) -> tuple[Tensor, Tensor]:
-        scale, zero_point = super().calculate_qparams()
+    def calculate_qparams(self, **kwargs: Any) -> tuple[Tensor, Tensor]:
+        scale, zero_point = super().calculate_qparams(**kwargs)
         weight = getattr(self, "_weight", None)
         if weight is None or self.qscheme != torch.per_channel_symmetric:
             return scale, zero_point
@@ -362,26 +362,32 @@ def _clamp_relu6_inputs(prepared: torch.fx.GraphModule) -> int:
 
     swapped = 0
     for node in prepared.graph.nodes:
-        module = prepared.get_submodule(node.target) if node.op == "call_module" else None
+        is_module = node.op == "call_module" and isinstance(node.target, str)
+        module = prepared.get_submodule(node.target) if is_module else None
         if not _is_relu6(module) or not node.args:
             continue
         observer_node = node.args[0]
         if not isinstance(observer_node, torch.fx.Node) or observer_node.op != "call_module":
             continue
-        observer = prepared.get_submodule(observer_node.target)
+        target = observer_node.target
+        if not isinstance(target, str):
+            continue
+        observer = prepared.get_submodule(target)
+        if not isinstance(observer, HistogramObserver | MinMaxObserver):
+            continue
         if type(observer) not in (HistogramObserver, MinMaxObserver) or len(observer_node.users) != 1:
             continue
         source = observer_node.args[0]
         if isinstance(source, torch.fx.Node) and len(source.users) != 1:
             continue  # the unclamped values go elsewhere too
-        kwargs = {"dtype": observer.dtype, "qscheme": observer.qscheme}
+        kwargs: dict[str, Any] = {"dtype": observer.dtype, "qscheme": observer.qscheme}
         # quant_min/max as the observer has them: already halved if reduce_range was asked for.
         kwargs |= {"quant_min": observer.quant_min, "quant_max": observer.quant_max}
         if type(observer) is HistogramObserver:
             clamped: nn.Module = _ClampedHistogramObserver(bins=observer.bins, **kwargs)
         else:
             clamped = _ClampedMinMaxObserver(**kwargs)
-        prepared.add_submodule(observer_node.target, clamped)
+        prepared.add_submodule(target, clamped)
         swapped += 1
     return swapped
 
@@ -414,7 +420,7 @@ def _is_value_preserving(node: torch.fx.Node, modules: dict[str, nn.Module]) -> 
     from ..layers import tf_same_pad
 
     if node.op == "call_module":
-        return isinstance(modules.get(node.target), nn.Flatten)
+        return isinstance(node.target, str) and isinstance(modules.get(node.target), nn.Flatten)
     if node.op == "call_function":
         return node.target in (tf_same_pad, torch.unflatten, torch.flatten)
     return node.op == "call_method" and node.target in ("unflatten", "flatten")
@@ -569,17 +575,17 @@ def quantize_pytorch(
         else:
             quantized = convert_fx(prepared, backend_config=backend_config)
             _run_shape_ops_in_int8(quantized)
-    for attribute in ("model_name", "model_kwargs", "pretrained_cfg"):
+    for attribute in ("model_name", "model_kwargs", "pretrained_cfg", "num_classes"):
         if hasattr(model, attribute):
             setattr(quantized, attribute, getattr(model, attribute))
-    if hasattr(model, "num_classes"):
-        quantized.num_classes = model.num_classes
-    quantized.quantization = {
+    quantization = {
         "backend": backend,
         "weights": f"int8 symmetric, {'per channel' if per_channel else 'per tensor'}",
         "reduce_range": reduce_range,
         "calibration": _describe(calibration, sum(len(b) for b in batches)),
     }
+    # A plain attribute, not a submodule: setattr keeps nn.Module's typed __setattr__ out of it.
+    setattr(quantized, "quantization", quantization)  # noqa: B010
     return quantized
 
 
