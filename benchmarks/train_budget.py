@@ -128,11 +128,13 @@ def main() -> None:
     parser.add_argument("extra", nargs="*", help="more lightnets train options (after --)")
     args = parser.parse_args()
     path = RESULTS / "train_budget.csv"
-    rows = {r["row"]: r for r in csv.DictReader(path.open())} if path.is_file() else {}
     for name in args.rows:
-        rows[name] = run_row(name, Path(args.runs), args.extra)
+        row = run_row(name, Path(args.runs), args.extra)
+        # Read again: another invocation (a long row run alongside) may have added rows.
+        rows = {r["row"]: r for r in csv.DictReader(path.open())} if path.is_file() else {}
+        rows[name] = row
         write([rows[k] for k in ROWS if k in rows])
-        print(json.dumps(rows[name]), flush=True)
+        print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

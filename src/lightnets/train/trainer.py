@@ -100,6 +100,7 @@ WEIGHTS_FILE = "model.safetensors"  # the weights the run recommends
 EMA_WEIGHTS_FILE = "model_ema.safetensors"
 LAST_WEIGHTS_FILE = "model_last.safetensors"  # the optimiser's weights, when the EMA is recommended
 PROBE_STEPS = 10  # a budgeted run measures its throughput over its first steps
+PROBE_FRACTION = 0.03  # ... or over fewer, once they took this fraction of the budget
 PROVISIONAL_STEPS = 10**9  # a budgeted run's length before the probe has measured it
 
 
@@ -928,7 +929,11 @@ class Trainer:
                     # The first two steps (allocation, caches warming) are not timed.
                     if self.step - probe_first == 2:
                         probe_start = time.perf_counter()
-                    elif probe_start is not None and self.step - probe_first >= PROBE_STEPS:
+                    elif probe_start is not None and (
+                        self.step - probe_first >= PROBE_STEPS
+                        # Slow steps: a few measured ones are enough to plan on.
+                        or time.perf_counter() - probe_start >= PROBE_FRACTION * (c.time_budget or 0)
+                    ):
                         elapsed = time.perf_counter() - probe_start
                         self._plan_budget(elapsed / (self.step - probe_first - 2))
                         bar.total = min(
