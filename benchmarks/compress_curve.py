@@ -9,7 +9,7 @@ and evaluates the result on the 500-image sample:
 * both: the table and each width; sizes with fixed-width codes and with Huffman coding
   (the same weights, so the same accuracy).
 
-Pruned points are refitted layer by layer to the float model by least squares on
+Sharing-only points are plain k-means; pruned points are refitted layer by layer to the float model by least squares on
 ``--reconstruct-images`` Imagenette training images (0 turns that off); no distillation.
 Writes ``<name>_curve.csv``, ``.md`` and ``.png`` in ``results/compress/``.
 
@@ -55,7 +55,15 @@ def main() -> None:
     parser.add_argument("--both-bits", type=int, nargs="+", default=[6, 4])
     parser.add_argument("--reconstruct-images", type=int, default=64)
     parser.add_argument("--float-top1", type=float, help="skip evaluating the float model (its top-1 %%)")
+    parser.add_argument("--float-top5", type=float, default=float("nan"), help="with --float-top1: its top-5 %%")
     parser.add_argument("--name", help="result file stem (default: the model)")
+    parser.add_argument(
+        "--known",
+        action="append",
+        default=[],
+        metavar="LABEL,BYTES,TOP1,TOP5",
+        help="a point measured elsewhere (e.g. with distillation), added as 'with recovery'",
+    )
     args = parser.parse_args()
     use_shared_weights()
     name = args.name or args.model
@@ -101,7 +109,7 @@ def main() -> None:
         base = evaluate(model, IMAGENET_SAMPLE, progress=False)
         float_top1, float_top5 = base.top1, base.top5
     else:
-        float_top1, float_top5 = args.float_top1, float("nan")
+        float_top1, float_top5 = args.float_top1, args.float_top5
     rows.append(
         {
             "kind": "float32",
@@ -116,7 +124,7 @@ def main() -> None:
         }
     )
     for bits in args.bits:
-        c = compress_model(model, bits=bits, use_huffman=False, calibration=calibration, progress=False)
+        c = compress_model(model, bits=bits, use_huffman=False, progress=False)
         evaluate_point(c, "share only", f"{bits} bits", huffman_too=False)
     for scale in args.scales:
         scaled = {k: min(0.99, v * scale) for k, v in table.items()}
@@ -130,6 +138,21 @@ def main() -> None:
         )
         evaluate_point(c, "prune + share", f"table, {bits} bits", huffman_too=True)
 
+    for known in args.known:
+        label, size, top1, top5 = known.rsplit(",", 3)
+        rows.append(
+            {
+                "kind": "prune + share + Huffman, with recovery",
+                "setting": label,
+                "coding": "huffman",
+                "bytes": int(size),
+                "ratio": round(4 * params / int(size), 2),
+                "density": "",
+                "top1": float(top1),
+                "top5": float(top5),
+                "seconds": "",
+            }
+        )
     fields = list(rows[0])
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fields)
@@ -141,8 +164,8 @@ def main() -> None:
     lines = [
         header,
         f"- Weights: {args.weights}; sparsity table: {args.sparsities or f'{args.uniform} for every layer'}; "
-        f"least-squares refit on {args.reconstruct_images} Imagenette training images for every point "
-        "(no distillation)",
+        f"least-squares refit on {args.reconstruct_images} Imagenette training images for every pruned point "
+        "(no distillation); sharing-only points are plain k-means (linear initialisation)",
         "",
         "| kind | setting | coding | bytes | x smaller | density | top-1 % | top-5 % | seconds |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
@@ -174,7 +197,7 @@ def main() -> None:
     axes.set_xscale("log")
     axes.set_xlabel("file size (MB, log scale)")
     axes.set_ylabel("top-1 % on the 500-image sample")
-    axes.set_title(f"{args.model}: compression without recovery training")
+    axes.set_title(f"{args.model}: size against accuracy")
     axes.legend(fontsize=8)
     figure.tight_layout()
     with atomic_path(out / f"{name}_curve.png") as partial:
