@@ -136,8 +136,8 @@ def main() -> None:
         "",
         f"MobileNetV2 1.0, {args.resolution} px, batch {args.batch}, {args.threads} threads, no loader "
         f"workers, {args.rounds} alternating rounds of {args.steps} steps per arm after a warm-up step; "
-        f"median images/s. Building the new default's image cache (5,500 training images, once, "
-        f"reused by later runs) took {cache_s:.0f} s including its first step.",
+        f"median images/s. The new default's first step, which builds the image cache of the "
+        f"5,500 training images when it is missing (it is reused by later runs), took {cache_s:.0f} s.",
         "",
         "| arm | img/s (median) | new default / arm (paired median) |",
         "|---|---:|---:|",
