@@ -55,7 +55,9 @@ def main() -> None:
     parser.add_argument("--both-bits", type=int, nargs="+", default=[6, 4])
     parser.add_argument("--reconstruct-images", type=int, default=64)
     parser.add_argument("--float-top1", type=float, help="skip evaluating the float model (its top-1 %%)")
-    parser.add_argument("--float-top5", type=float, default=float("nan"), help="with --float-top1: its top-5 %%")
+    parser.add_argument(
+        "--float-top5", type=float, default=float("nan"), help="with --float-top1: its top-5 %%"
+    )
     parser.add_argument("--name", help="result file stem (default: the model)")
     parser.add_argument(
         "--known",
