@@ -54,7 +54,7 @@ def run_row(name: str, runs: Path, extra: list[str]) -> dict:
     if out.exists():
         subprocess.run(["rm", "-rf", str(out)], check=True)
     command = [
-        str(REPO / ".venv" / "bin" / "lightnets"), "train", *model, "--data", str(IMAGENETTE),
+        str(REPO / ".venv" / "bin" / "python"), "-m", "lightnets.train", *model, "--data", str(IMAGENETTE),
         "--resolution", str(resolution), "--time-budget", budget, "--out", str(out), "--no-progress",
         *extra,
     ]  # fmt: skip

@@ -676,13 +676,14 @@ class Trainer:
         c = self.config
         assert c.time_budget is not None
         val_images = len(self.val_indices)
-        # Evaluation: a forward pass is about a third of a training step, per image;
-        # the EMA is evaluated too; writing the weights and the last checkpoint.
-        per_image = seconds_per_step / c.batch_size
-        evaluation = val_images * per_image * 0.4 * (2 if self.ema is not None else 1)
+        # Evaluation (the model and its EMA): one validation batch timed now; then writing
+        # the weights and the last checkpoint.
+        evaluation = val_images * self._eval_seconds_per_image() * (2 if self.ema is not None else 1)
         finish = 2.0 + 0.01 * c.time_budget
         left = c.time_budget - self.spent() - evaluation - finish
         steps = max(self.step + 1, self.step + int(left / seconds_per_step))
+        # Every process runs rank 0's plan.
+        steps = int(distributed.all_reduce_sum(self.env, [float(steps if self.env.is_main else 0)])[0])
         self.schedule.total_steps = steps
         if self.fit_ema:
             assert self.ema is not None
@@ -703,6 +704,35 @@ class Trainer:
                 f"{self.schedule.warmup_steps} steps"
                 + (f", EMA decay {self.ema.decay:.4f}" if self.ema is not None else "")
             )
+
+    def _probe_done(self, probe_start: float, steps: int) -> bool:
+        """Whether the throughput has been measured long enough: after PROBE_STEPS, or
+        fewer slow ones that took PROBE_FRACTION of the budget. Rank 0 decides for all
+        processes (they must plan at the same step)."""
+        done = steps >= PROBE_STEPS or (
+            time.perf_counter() - probe_start >= PROBE_FRACTION * (self.config.time_budget or 0)
+        )
+        return bool(distributed.all_reduce_sum(self.env, [float(done and self.env.is_main)])[0])
+
+    @torch.no_grad()
+    def _eval_seconds_per_image(self) -> float:
+        """Seconds per image of an evaluation forward pass, timed on one validation batch
+        (0 without validation data). Evaluation mode changes no state of the run."""
+        if self.val_loader is None:
+            return 0.0
+        batch = next(iter(self.val_loader))
+        if not len(batch):
+            return 0.0
+        images = batch.images.to(self.device, self.dtype).contiguous(memory_format=self.memory_format)
+        self.model.eval()
+        try:
+            started = time.perf_counter()
+            with self._autocast():
+                self.model(images)
+            took = time.perf_counter() - started
+        finally:
+            set_train_mode(self.model, self.config.freeze_bn, self.config.freeze_backbone)
+        return took / len(batch)
 
     def _check_learning(self, interval_loss: float) -> None:
         """Warn once when the loss after the warm-up is still ln C (constant logits)."""
@@ -929,11 +959,7 @@ class Trainer:
                     # The first two steps (allocation, caches warming) are not timed.
                     if self.step - probe_first == 2:
                         probe_start = time.perf_counter()
-                    elif probe_start is not None and (
-                        self.step - probe_first >= PROBE_STEPS
-                        # Slow steps: a few measured ones are enough to plan on.
-                        or time.perf_counter() - probe_start >= PROBE_FRACTION * (c.time_budget or 0)
-                    ):
+                    elif probe_start is not None and self._probe_done(probe_start, self.step - probe_first):
                         elapsed = time.perf_counter() - probe_start
                         self._plan_budget(elapsed / (self.step - probe_first - 2))
                         bar.total = min(
