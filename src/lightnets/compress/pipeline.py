@@ -65,7 +65,8 @@ class Compressed:
     shared: dict[str, SharedLayer]
     sparsities: dict[str, float]
     timings: dict[str, float] = field(default_factory=dict)  # step -> seconds
-    peak_memory: dict[str, int] = field(default_factory=dict)  # step -> bytes (Python allocations)
+    # step -> peak bytes traced by tracemalloc: NumPy and Python objects, not PyTorch tensors
+    peak_memory: dict[str, int] = field(default_factory=dict)
     losses: list[float] = field(default_factory=list)
 
     def rows(self) -> list[LayerRow]:
