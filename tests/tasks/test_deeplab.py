@@ -158,3 +158,20 @@ def test_profile_counts_head_apart_from_backbone(capsys):
     assert main(["profile", "deeplabv3_mobilenet_v2", "--resolution", "512"]) == 0
     out = capsys.readouterr().out
     assert "backbone" in out and "head" in out
+
+
+def test_onnx_export_gives_the_same_scores(tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+
+    from lightnets.deploy import export_onnx
+
+    model = _small("deeplabv3_mobilenet_v2", width=0.35, num_classes=2)
+    path = export_onnx(model, tmp_path / "seg.onnx", input_size=64)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.randn(2, 3, 64, 64)
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        want = model(x).numpy()
+    assert got.shape == (2, 2, 64, 64)
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-3)

@@ -100,6 +100,8 @@ def cmd_segment_train(args: argparse.Namespace) -> int:
         data=args.data,
         out=args.out,
         resolution=args.resolution,
+        eval_size=args.eval_size,
+        scale=(args.scale_range[0], args.scale_range[1]),
         batch_size=args.batch_size,
         minutes=args.minutes,
         lr=args.lr,
@@ -147,6 +149,13 @@ def add_segment_parsers(sub: Any) -> None:
     p.add_argument("--data", required=True, metavar="DIR", help="the Penn-Fudan folder")
     p.add_argument("--out", required=True, metavar="DIR", help="the run folder")
     p.add_argument("--resolution", type=int, default=224, help="training crop side (default 224)")
+    p.add_argument(
+        "--eval-size", type=int, help="shorter side of the photos at evaluation (default: --resolution)"
+    )
+    p.add_argument(
+        "--scale-range", type=float, nargs=2, default=(0.75, 1.5), metavar=("LOW", "HIGH"),
+        help="training photos' shorter side, times the evaluation size (default 0.75 1.5)",
+    )  # fmt: skip
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--minutes", type=float, default=20.0, help="training time budget (default 20)")
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")

@@ -218,7 +218,12 @@ def resize_pair(
 
 
 class SegmentationAugment:
-    """Training augmentation of a (photo, mask) pair, the same for both (see the module docstring)."""
+    """Training augmentation of a (photo, mask) pair, the same for both (see the module docstring).
+
+    The shorter side is scaled to ``short_side`` (default ``size``) times a factor drawn
+    from ``scale``, then a ``size`` x ``size`` crop is cut: with ``short_side`` the
+    evaluation size, the network trains on crops of photos at the scale it is evaluated at.
+    """
 
     def __init__(
         self,
@@ -228,8 +233,10 @@ class SegmentationAugment:
         flip: bool = True,
         jitter: float = 0.2,
         seed: int | None = None,
+        short_side: int | None = None,
     ) -> None:
         self.size = size
+        self.short_side = short_side or size
         self.normalise = normalise
         self.scale = scale
         self.flip = flip
@@ -238,7 +245,7 @@ class SegmentationAugment:
 
     def __call__(self, photo: np.ndarray, classes: np.ndarray) -> tuple[Tensor, Tensor]:
         rng = self.random
-        short = max(8, round(self.size * rng.uniform(*self.scale)))
+        short = max(8, round(self.short_side * rng.uniform(*self.scale)))
         photo, resized = resize_pair(photo, classes, short)
         assert resized is not None
         classes = resized

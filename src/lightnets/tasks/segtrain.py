@@ -39,7 +39,9 @@ class SegmentationRun:
     model: str = "deeplabv3_mobilenet_v2"
     data: str = ""
     out: str = "runs/segment"
-    resolution: int = 224
+    resolution: int = 224  # training crop side
+    eval_size: int | None = None  # shorter side of the photos at evaluation (default: resolution)
+    scale: tuple[float, float] = (0.75, 1.5)  # of eval_size: the training photos' shorter side
     batch_size: int = 8
     minutes: float = 20.0
     lr: float = 1e-3
@@ -74,7 +76,9 @@ def train_segmentation(run: SegmentationRun) -> dict[str, Any]:
         kwargs["backbone_weights"] = run.backbone_weights
     model = create_model(run.model, num_classes=2, **kwargs)
     normalise: Normalise = normalise_of(model)
-    train = pennfudan(run.data, "train", SegmentationAugment(run.resolution, normalise, seed=run.seed))
+    eval_size = run.eval_size or run.resolution
+    augment = SegmentationAugment(run.resolution, normalise, scale=run.scale, seed=run.seed, short_side=eval_size)
+    train = pennfudan(run.data, "train", augment)
     val = pennfudan(run.data, "val")
     loader = torch.utils.data.DataLoader(
         train, batch_size=run.batch_size, shuffle=True, drop_last=True,
@@ -116,10 +120,10 @@ def train_segmentation(run: SegmentationRun) -> dict[str, Any]:
         epoch += 1
     train_seconds = time.monotonic() - start
     weights = save_segmentation_weights(
-        model, out / "model.safetensors", run.model, {**run.model_kwargs, **kwargs}, train.classes, run.resolution
+        model, out / "model.safetensors", run.model, {**run.model_kwargs, **kwargs}, train.classes, eval_size
     )
     evaluation_start = time.monotonic()
-    result = evaluate_segmentation(model, val, run.resolution, normalise)
+    result = evaluate_segmentation(model, val, eval_size, normalise)
     summary = {
         "run": asdict(run),
         "train_images": len(train),
