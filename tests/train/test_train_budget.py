@@ -11,11 +11,12 @@ from PIL import Image
 from safetensors import safe_open
 
 import lightnets
+from lightnets.cpu import cpu_flags
 from lightnets.data.images import UnreadableImage
 from lightnets.train import TrainConfig, train
 from lightnets.train.cache import build_cache, square
 from lightnets.train.config import parse_duration
-from lightnets.train.hardware import auto_amp, cpu_flags
+from lightnets.train.hardware import auto_amp
 from lightnets.train.init import classifier_layer, has_normalisation, norm_free_init
 from lightnets.train.recipes import LRSchedule, fitted_ema_decay, norm_free_settings
 from lightnets.train.trainer import NotLearningWarning, Trainer
