@@ -6,10 +6,12 @@ from .cost import CostReport, profile
 from .cost.memory import activation_memory
 from .layers import make_divisible
 from .models import list_models
+from .version import __version__
 from .weights import convert, get_weights, list_weights, load_weights
 from .zoo import create_model
 
 __all__ = [
+    "__version__",
     "CostReport",
     "activation_memory",
     "convert",
@@ -23,4 +25,3 @@ __all__ = [
     "predict",
     "profile",
 ]
-__version__ = "0.1.0"

@@ -204,7 +204,7 @@ def open_runtime(
     (``$LIGHTNETS_CACHE/onnx``) and reused; a weights file is exported to a temporary
     folder each time.
     """
-    from .. import __version__
+    from ..version import __version__
     from ..weights.spec import WEIGHTS
     from ..zoo import model_for_weights
     from .export import DEFAULT_OPSET, export_onnx
