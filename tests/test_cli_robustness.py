@@ -114,8 +114,15 @@ def test_train_refuses_a_bad_option_through_the_main_command(capsys, tmp_path, i
         str(out),
         "--label-smoothing",
         "2",
-        "--max-pixels",
-        "1000000",
     )
     assert code == 2 and "--label-smoothing must be" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_max_pixels_sets_the_limit_of_the_command(capsys, monkeypatch):
+    from lightnets.data import images
+
+    monkeypatch.setattr(images, "_max_pixels", images.max_pixels())  # restored after the test
+    monkeypatch.setenv(images.ENV_MAX_PIXELS, str(images.max_pixels()))
+    code, _ = run(capsys, "profile", "mobilenet_v2", "--width", "0.35", "--max-pixels", "1000000")
+    assert code == 0 and images.max_pixels() == 1_000_000

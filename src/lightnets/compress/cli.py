@@ -147,7 +147,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
             cache_dir=args.teacher_cache,
         )
     calibration = None
-    if args.reconstruct_images:
+    if args.reconstruct_images and paths is not None:  # paths: --recovery-data, required above
         from .recovery import load_batches
 
         chosen = paths[:: max(1, len(paths) // args.reconstruct_images)][: args.reconstruct_images]

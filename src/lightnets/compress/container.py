@@ -532,6 +532,7 @@ def state_for_model(tensors: dict[str, np.ndarray], model: nn.Module, source: st
         if bias_key not in tensors or f"{bn_name}.running_mean" in tensors:
             continue
         bn = model.get_submodule(bn_name)
+        assert isinstance(bn, nn.modules.batchnorm._BatchNorm)  # _conv_bn_pairs names BatchNorms
         channels = bn.num_features
         bias = torch.from_numpy(np.array(tensors[bias_key], dtype=np.float32))
         if tuple(bias.shape) != (channels,):

@@ -163,7 +163,7 @@ def decode(data: bytes, lengths: np.ndarray, count: int) -> np.ndarray:
             windows = (windows << 1) | padded[base + j : stop + j]
         symbol_at = table_symbol[windows].tolist()
         length_at = table_length[windows].tolist()
-        decoded = []
+        decoded: list[int] = []
         offset = position - base
         limit = stop - base
         want = count - i

@@ -51,7 +51,10 @@ def check_sparsity(value: float, where: str = "sparsity") -> float:
     return float(value)
 
 
-def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
+PrunableLayer = nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear
+
+
+def prunable_layers(model: nn.Module) -> dict[str, PrunableLayer]:
     """The convolution and linear layers, by module name, in module order."""
     return {
         name: m
@@ -133,6 +136,8 @@ def magnitude_mask(weight: Tensor, sparsity: float) -> Tensor:
 class Mask(nn.Module):
     """The parametrisation ``weight = original * mask`` (the mask is a buffer)."""
 
+    mask: Tensor
+
     def __init__(self, mask: Tensor) -> None:
         super().__init__()
         self.register_buffer("mask", mask.to(torch.bool))
@@ -141,11 +146,18 @@ class Mask(nn.Module):
         return weight * self.mask.to(weight.dtype)
 
 
+def weight_parametrizations(module: nn.Module) -> parametrize.ParametrizationList | None:
+    """The parametrisations of ``module.weight`` (``None`` when it has none)."""
+    if not parametrize.is_parametrized(module, "weight"):
+        return None
+    found = module.get_submodule("parametrizations.weight")
+    return found if isinstance(found, parametrize.ParametrizationList) else None
+
+
 def _current_mask(module: nn.Module) -> Tensor | None:
-    if parametrize.is_parametrized(module, "weight"):
-        for p in module.parametrizations.weight:
-            if isinstance(p, Mask):
-                return p.mask
+    for p in weight_parametrizations(module) or ():
+        if isinstance(p, Mask):
+            return p.mask
     return None
 
 
@@ -181,7 +193,7 @@ def prune(
         masks[name] = mask.clone()
         if keep_masks:
             if old is not None:
-                for p in module.parametrizations.weight:
+                for p in weight_parametrizations(module) or ():
                     if isinstance(p, Mask):
                         p.mask.copy_(mask)
             else:
@@ -201,7 +213,8 @@ def finish(model: nn.Module) -> nn.Module:
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
             with torch.no_grad():
                 w = module.weight
-                w.copy_(torch.where(w == 0, torch.zeros_like(w), w))
+                if isinstance(w, Tensor):
+                    w.copy_(torch.where(w == 0, torch.zeros_like(w), w))
     return model
 
 

@@ -20,10 +20,9 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
 from tqdm import tqdm
 
-from .pruning import Mask, prunable_layers
+from .pruning import Mask, PrunableLayer, prunable_layers, weight_parametrizations
 from .sharing import SharedLayer, share_weights
 
 __all__ = ["reconstruct"]
@@ -58,10 +57,15 @@ def _rows(module: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     """(patches, targets): one row per output position, columns = the layer's inputs."""
     if isinstance(module, nn.Linear):
         return x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
+    if not isinstance(module, nn.modules.conv._ConvNd):
+        raise ValueError(
+            f"reconstruction handles convolutions and linear layers, not {type(module).__name__}"
+        )
+    padding: tuple[int, ...]
     if module.padding_mode != "zeros" or isinstance(module.padding, str):
-        padding = (0, 0) if module.padding == "valid" else None
-        if padding is None:
+        if module.padding != "valid":
             raise ValueError("reconstruction handles explicit zero padding only")
+        padding = (0, 0)
     else:
         padding = module.padding
     patches = F.unfold(x, module.kernel_size, dilation=module.dilation, padding=padding, stride=module.stride)
@@ -73,21 +77,21 @@ def _rows(module: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     )
 
 
-def _weight_of(module: nn.Module) -> Tensor:
+def _weight_of(module: PrunableLayer) -> Tensor:
     return module.weight.detach()
 
 
-def _mask_of(module: nn.Module) -> Tensor:
-    if parametrize.is_parametrized(module, "weight"):
-        for p in module.parametrizations.weight:
-            if isinstance(p, Mask):
-                return p.mask
+def _mask_of(module: PrunableLayer) -> Tensor:
+    for p in weight_parametrizations(module) or ():
+        if isinstance(p, Mask):
+            return p.mask
     return torch.ones_like(module.weight, dtype=torch.bool)
 
 
-def _set_weight(module: nn.Module, weight: Tensor) -> None:
-    if parametrize.is_parametrized(module, "weight"):
-        module.parametrizations.weight.original.copy_(weight)
+def _set_weight(module: PrunableLayer, weight: Tensor) -> None:
+    parametrizations = weight_parametrizations(module)
+    if parametrizations is not None:
+        parametrizations.original.copy_(weight)
     else:
         module.weight.copy_(weight)
 
@@ -102,7 +106,8 @@ def _statistics(
     reference = teacher.get_submodule(name)
     generator = torch.Generator().manual_seed(seed)
     per_batch = max(1, samples // len(batches))
-    gram = cross = None
+    gram: Tensor | None = None
+    cross: Tensor | None = None
     kept_x, kept_y = [], []
     for batch in batches:
         x, _ = _capture(model, module, batch)
@@ -115,6 +120,7 @@ def _statistics(
         cross = a.T @ t if cross is None else cross + a.T @ t
         kept_x.append(a)
         kept_y.append(t)
+    assert gram is not None and cross is not None  # batches is not empty (divided by above)
     return gram, cross, torch.cat(kept_x), torch.cat(kept_y)
 
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .pruning import prunable_layers
+from .pruning import prunable_layers, weight_parametrizations
 
 __all__ = ["SharedWeight", "SharedLayer", "check_bits", "kmeans_1d", "share_layer", "share_weights"]
 
@@ -114,6 +114,8 @@ def share_layer(weight: np.ndarray | Tensor, bits: int, init: str = "linear") ->
 class SharedWeight(nn.Module):
     """The parametrisation ``weight = [0, centroids][codes]``: centroids are trained."""
 
+    codes: Tensor
+
     def __init__(self, layer: SharedLayer) -> None:
         super().__init__()
         self.register_buffer("codes", torch.from_numpy(layer.codes))
@@ -170,9 +172,8 @@ def codebooks(model: nn.Module) -> dict[str, SharedLayer]:
     """The current (trained) codebooks and codes of the shared layers of ``model``."""
     out = {}
     for name, module in prunable_layers(model).items():
-        if parametrize.is_parametrized(module, "weight"):
-            for p in module.parametrizations.weight:
-                if isinstance(p, SharedWeight):
-                    bits = int(round(np.log2(p.centroids.numel() + 1)))
-                    out[name] = SharedLayer(bits, p.codebook(), p.codes.cpu().numpy())
+        for p in weight_parametrizations(module) or ():
+            if isinstance(p, SharedWeight):
+                bits = int(round(np.log2(p.centroids.numel() + 1)))
+                out[name] = SharedLayer(bits, p.codebook(), p.codes.cpu().numpy())
     return out

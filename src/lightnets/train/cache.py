@@ -24,6 +24,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -114,7 +115,10 @@ def build_cache(source, indices: list[int], side: int, folder: Path, name: str) 
     started = time.perf_counter()
     if not (path.is_file() and failures_path.is_file()):
         failures: dict[int, str] = {}
-        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False}
+        header: dict[str, Any] = {
+            "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+            "fortran_order": False,
+        }
         header["shape"] = (len(indices), side, side, 3)
         with atomic_write(path, "wb") as handle:
             np.lib.format.write_array_header_1_0(handle, header)

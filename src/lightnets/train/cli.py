@@ -210,7 +210,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config, resume = config_from_args(args)
     # One line per warning (a skipped image names itself); no source lines under it.
-    warnings.formatwarning = _one_line_warnings  # type: ignore[assignment]
+    warnings.formatwarning = _one_line_warnings
     result = train(config, resume=resume, started=process_start())
     if result.weights is None:  # not rank 0 of a distributed run: rank 0 reports
         return 0

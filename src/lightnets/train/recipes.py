@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -133,7 +134,7 @@ def build_optimizer(
     ``fused``: SGD and AdamW update every parameter of a group in one kernel (CPU and
     CUDA), instead of a loop of small operations per parameter tensor.
     """
-    speed = {"fused": True} if fused else {"foreach": True}
+    speed: dict[str, Any] = {"fused": True} if fused else {"foreach": True}
     if name == "rmsprop":
         return RMSpropTF(groups, lr=lr, decay=0.9, momentum=0.9 if momentum is None else momentum)
     if name == "sgd":

@@ -40,7 +40,7 @@ class _SyncBatchNormFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, module: SyncBatchNorm2d):  # type: ignore[override]
+    def forward(ctx, x, weight, bias, module: SyncBatchNorm2d):
         channels = x.shape[1]
         dims = (0, 2, 3)
         group = module.group
@@ -71,7 +71,7 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad_out):  # type: ignore[override]
+    def backward(ctx, grad_out):
         x, weight, mean, invstd = ctx.saved_tensors
         channels = x.shape[1]
         dims = (0, 2, 3)

@@ -41,6 +41,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,6 +52,7 @@ from tqdm import tqdm
 from ..data.images import UnreadableImage
 from ..data.train_transforms import IMAGENET_MEAN, IMAGENET_STD, TrainTransform
 from ..files import OutputError, write_bytes, write_json, write_text
+from ..layers import to_channels_last
 from ..weights import PretrainedConfig
 from ..weights.lightnets_format import METADATA_KEY
 from ..weights.load import metadata_json
@@ -357,7 +359,7 @@ class Trainer:
                 )
         distributed.barrier(self.env)
         if self.teacher is not None and self.config.teacher_cache:
-            self.teacher_cache = TeacherCache(
+            self.teacher_cache: TeacherCache | None = TeacherCache(
                 self.config.teacher_cache,
                 len(self.train_source),
                 len(self.classes),
@@ -464,8 +466,8 @@ class Trainer:
             scale=(c.crop_scale, 1.0),
             hflip=c.hflip,
             color_jitter=c.color_jitter,
-            mean=tuple(mean),
-            std=tuple(std),
+            mean=(*mean,),
+            std=(*std,),
             channel_order=order,
         )
         self.eval_transform = self.transform.eval_transform()
@@ -476,8 +478,10 @@ class Trainer:
             ).eval_transform()
         if c.freeze_backbone:
             freeze_backbone(self.model)
-        self.model_name = self.model.model_name
-        self.model_kwargs = dict(self.model.model_kwargs)
+        model_name, model_kwargs = self.model.model_name, self.model.model_kwargs
+        assert isinstance(model_name, str) and isinstance(model_kwargs, dict)  # recorded by build_model
+        self.model_name = model_name
+        self.model_kwargs = dict(model_kwargs)
         # The EMA copy is made from the plain model: it is only ever evaluated.
         self.ema = ModelEMA(self.model, c.ema_decay) if c.ema_decay else None
         use_keyed_dropout(self.model)
@@ -492,12 +496,15 @@ class Trainer:
             self.ema.module.to(self.device, self.dtype)
         self.memory_format = torch.channels_last if c.channels_last else torch.contiguous_format
         if c.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+            to_channels_last(self.model)
             if self.ema is not None:
-                self.ema.module.to(memory_format=torch.channels_last)
+                to_channels_last(self.ema.module)
 
     def _build_optimisation(self) -> None:
         c = self.config
+        # resolved() filled these in from the recipe
+        assert c.optimizer is not None and c.lr is not None and c.weight_decay is not None
+        assert c.schedule is not None and c.warmup_epochs is not None
         groups = parameter_groups(self.model, c.weight_decay, c.backbone_lr_scale)
         fused = self.device.type in ("cpu", "cuda")
         self.optimizer = build_optimizer(c.optimizer, groups, c.lr, c.momentum, fused=fused)
@@ -514,7 +521,7 @@ class Trainer:
         )
         # A budgeted run's EMA averages over a tenth of it (unless --ema-decay is given).
         self.fit_ema = bool(total) and self.ema is not None and c.ema_decay == self._recipe_ema()
-        if self.fit_ema and c.steps:
+        if self.fit_ema and c.steps and self.ema is not None:
             self.ema.decay = fitted_ema_decay(c.steps)
         amp = c.amp
         if amp == "auto":
@@ -533,7 +540,7 @@ class Trainer:
             self.device, self.dtype
         )
         if c.channels_last:
-            self.teacher.to(memory_format=torch.channels_last)
+            to_channels_last(self.teacher)
         loaded = getattr(self.teacher, "pretrained_cfg", None)
         self.teacher_norm = (
             (tuple(loaded.transform.mean), tuple(loaded.transform.std))
@@ -543,7 +550,7 @@ class Trainer:
         if c.teacher_cache:
             names = [self.train_source.name_of(i) for i in self.train_indices]
             details = {"transform": self.transform.to_dict(), "seed": c.seed, "views": c.views}
-            self.cache_key = fingerprint(self.teacher, names, details)
+            self.cache_key: str = fingerprint(self.teacher, names, details)
             # Opened (and created) with the run folder: nothing is written before that.
 
     def _wrap(self) -> nn.Module:
@@ -557,10 +564,11 @@ class Trainer:
             if "forward_sync_buffers" in inspect.signature(ddp).parameters
             else "broadcast_buffers"
         )
+        sync_buffers: dict[str, Any] = {name: not self.sync_bn}
         return ddp(
             self.model,
             device_ids=[self.device] if self.device.type == "cuda" else None,
-            **{name: not self.sync_bn},
+            **sync_buffers,
         )
 
     # ----------------------------------------------------------------- state
@@ -782,6 +790,7 @@ class Trainer:
     def train_step(self, batch: Batch) -> tuple[float, float, float]:
         """One optimiser step; returns the global (loss sum, correct, images) of the batch."""
         c = self.config
+        assert c.label_smoothing is not None  # resolved() filled it in from the recipe
         self._warn_skipped(batch.skipped)
         lr = self.schedule.apply(self.optimizer)
         images = batch.images.to(self.device, self.dtype, non_blocking=True)
@@ -849,6 +858,7 @@ class Trainer:
         """Loss, top-1 and top-5 (percent) on the validation images, over all processes."""
         model.eval()
         sums = [0.0, 0.0, 0.0, 0.0]  # loss, top-1 hits, top-5 hits, images
+        assert self.val_loader is not None  # called only for a run with validation images
         for batch in self.val_loader:
             self._warn_skipped(batch.skipped)
             if not len(batch):
@@ -1062,7 +1072,8 @@ class Trainer:
         """The weights as a lightnets safetensors file (and its ``.json``), written whole."""
         from safetensors.torch import save as safetensors_bytes
 
-        model.pretrained_cfg = PretrainedConfig(str(self.out), self.eval_transform, self.classes)
+        # A plain attribute, not a submodule: setattr keeps nn.Module's typed __setattr__ out of it.
+        setattr(model, "pretrained_cfg", PretrainedConfig(str(self.out), self.eval_transform, self.classes))  # noqa: B010
         metadata = metadata_json(model, self.model_name, self.model_kwargs)
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         write_bytes(path, safetensors_bytes(state, metadata={METADATA_KEY: metadata}))
