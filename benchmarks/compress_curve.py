@@ -19,7 +19,6 @@ Writes ``<name>_curve.csv``, ``.md`` and ``.png`` in ``results/compress/``.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import time
@@ -28,6 +27,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from _output import benchmark_parser  # noqa: E402
 from _paths import IMAGENET_SAMPLE, IMAGENETTE, RESULTS, SHARED
 from train_common import machine_header, use_shared_weights
 
@@ -43,9 +43,7 @@ RECOVERY = [IMAGENETTE / "train", SHARED / "data" / "imagenette2-224-extra" / "t
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--model", default="squeezenet1_1")
     parser.add_argument("--weights", default="squeezenet1_1.gluon_npy")
     parser.add_argument("--sparsities", help="per-layer table (default: --uniform for every layer)")

@@ -11,7 +11,6 @@ the scan for ``--target`` overall.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import time
@@ -20,6 +19,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from _output import benchmark_parser  # noqa: E402
 from _paths import IMAGENETTE, RESULTS, SHARED
 from train_common import machine_header, use_shared_weights
 
@@ -35,9 +35,7 @@ RECOVERY = [IMAGENETTE / "train", SHARED / "data" / "imagenette2-224-extra" / "t
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--model", default="squeezenet1_1")
     parser.add_argument("--weights", default="squeezenet1_1.gluon_npy")
     parser.add_argument("--images", type=int, default=64)

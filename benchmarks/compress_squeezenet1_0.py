@@ -12,12 +12,12 @@ the paper's 0.47 MB model did. Every file is evaluated on the 500-image sample.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
+from _output import benchmark_parser  # noqa: E402
 from _paths import IMAGENET_SAMPLE, RESULTS
 from train_common import machine_header, use_shared_weights
 
@@ -49,9 +49,7 @@ def decoded_codebooks(model: torch.nn.Module) -> dict[str, SharedLayer]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--out", default=str(RESULTS / "compress"), help="where the report goes")
     parser.add_argument("--files", default="/tmp/lightnets-compress", help="where the .lnz files go")
     parser.add_argument("--no-eval", action="store_true")

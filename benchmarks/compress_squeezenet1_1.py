@@ -11,13 +11,13 @@ compressed file on the ImageNet sample with ``lightnets eval``'s code path. Writ
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from _output import benchmark_parser  # noqa: E402
 from _paths import IMAGENET_SAMPLE, IMAGENETTE, REPO, RESULTS, SHARED
 from train_common import machine_header, use_shared_weights
 
@@ -29,9 +29,7 @@ RECOVERY = [IMAGENETTE / "train", SHARED / "data" / "imagenette2-224-extra" / "t
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--weights", default="squeezenet1_1.gluon_npy")
     parser.add_argument(
         "--sparsities", default=str(REPO / "benchmarks" / "compress_sparsities_squeezenet1_1.csv")

@@ -39,6 +39,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from _output import benchmark_parser  # noqa: E402
 from _paths import IMAGENET_SAMPLE, IMAGENETTE, RESULTS, use_shared_weights
 
 import lightnets
@@ -200,9 +201,7 @@ def write(rows: list[dict], args: argparse.Namespace, seconds: float) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--tags", nargs="*", help="weight tags (default: every weight set)")
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="labelled real images to evaluate on")
     parser.add_argument("--images", type=int, help="evaluate only the first N images")

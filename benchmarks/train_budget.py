@@ -13,7 +13,6 @@ kept, so the sweep can be run a row at a time (the 30-minute rows are run once).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -24,6 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _output import benchmark_parser  # noqa: E402
 from _paths import IMAGENETTE, REPO, RESULTS  # noqa: E402
 from train_common import load_average  # noqa: E402
 
@@ -149,9 +149,7 @@ def plot(rows: list[dict]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--rows", nargs="+", choices=sorted(ROWS), default=["mnv2_5m", "squeezenet1_1_5m"])
     parser.add_argument("--runs", default="/tmp/lightnets_budget_runs")
     parser.add_argument("--write-only", action="store_true", help="rewrite the .md from the .csv")

@@ -16,13 +16,13 @@ results/train_distill_imagenette.md, .csv and .png.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _output import benchmark_parser, save_figure  # noqa: E402
 from _paths import IMAGENETTE, RESULTS  # noqa: E402
 from train_common import add_run_options, machine_header, run_or_reuse, start  # noqa: E402
 
@@ -51,15 +51,11 @@ def plot(curves: dict[str, list[dict]], teacher_top1: float, path: Path) -> None
     )
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--resolution", type=int, default=128)
     parser.add_argument("--teacher-per-class", type=int, default=150)
     parser.add_argument("--teacher-epochs", type=int, default=1)

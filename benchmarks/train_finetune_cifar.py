@@ -18,13 +18,13 @@ the shared weights folder).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _output import benchmark_parser, save_figure  # noqa: E402
 from _paths import CIFAR_JPEG, RESULTS  # noqa: E402
 from train_common import add_run_options, machine_header, run_or_reuse, start  # noqa: E402
 
@@ -46,15 +46,11 @@ def plot(curves: dict[str, list[dict]], path: Path) -> None:
     ax.set_title("MobileNetV2 on CIFAR-10 JPEGs: fine-tuned from ImageNet vs from scratch")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--per-class", type=int, default=1000, help="training JPEGs per class (>= 1000: 10k)")
     parser.add_argument("--val-per-class", type=int, default=100)

@@ -16,7 +16,6 @@ Writes results/train_imagenette_families.md, .csv and .png (and keeps each run f
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -27,6 +26,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _output import benchmark_parser, save_figure  # noqa: E402
 from _paths import IMAGENETTE, RESULTS  # noqa: E402
 from train_common import add_run_options, machine_header, run_or_reuse, start  # noqa: E402
 
@@ -83,15 +83,11 @@ def plot(rows: list[dict], curves: dict[str, list[tuple[int, float]]], path: Pat
     right.grid(alpha=0.3)
     right.legend()
     fig.suptitle("Imagenette (shared subset), 128 px, from scratch, same recipe and epochs")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--per-class", type=int, default=200, help="training images per class")
     parser.add_argument("--val-per-class", type=int, default=50)

@@ -23,7 +23,6 @@ Writes results/train_loop_throughput.md and .csv.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import shutil
 import statistics
@@ -36,6 +35,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _output import benchmark_parser  # noqa: E402
 from _paths import IMAGENETTE, RESULTS  # noqa: E402
 from train_common import machine_header  # noqa: E402
 
@@ -90,9 +90,7 @@ def plain_arm(trainer: Trainer, args):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--steps", type=int, default=2, help="steps per arm per round")
     parser.add_argument("--batch", type=int, default=64)

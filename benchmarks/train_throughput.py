@@ -15,7 +15,6 @@ Writes results/train_throughput.md and .csv.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import statistics
 import sys
@@ -29,6 +28,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _output import benchmark_parser  # noqa: E402
 from _paths import RESULTS  # noqa: E402
 from train_common import machine_header  # noqa: E402
 
@@ -86,9 +86,7 @@ def operator_counts(model: nn.Module, resolution: int = 64) -> dict[str, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3, help="steps per round")
     parser.add_argument("--batch", type=int, default=32)
