@@ -26,9 +26,10 @@ zero only where it is wrong, while the right class keeps its gradient.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 CLASS_SCORE_BIAS = 1.0
 
@@ -48,10 +49,14 @@ def classifier_layer(model: nn.Module) -> nn.Module | None:
     return last
 
 
-@torch.no_grad()
-def caffe_init(model: nn.Module, generator: torch.Generator | None = None) -> None:
-    """Caffe's Xavier (uniform, fan-in) for every convolution and linear layer, a
-    Gaussian of std 0.01 for the class-score layer, zero biases (SqueezeNet's release)."""
+def _initialise(
+    model: nn.Module,
+    body: Callable[[Tensor, int], None],
+    class_score_bias: float,
+    generator: torch.Generator | None,
+) -> None:
+    """``body(weight, fan_in)`` for every convolution and linear layer but the class-score
+    layer, which gets Caffe's Gaussian of std 0.01 and ``class_score_bias``; other biases zero."""
     last = classifier_layer(model)
     for module in model.modules():
         if not isinstance(module, (nn.Conv2d, nn.Linear)):
@@ -59,11 +64,21 @@ def caffe_init(model: nn.Module, generator: torch.Generator | None = None) -> No
         if module is last:
             module.weight.normal_(0.0, 0.01, generator=generator)
         else:
-            fan_in = module.weight[0].numel()
-            bound = math.sqrt(3.0 / fan_in)
-            module.weight.uniform_(-bound, bound, generator=generator)
+            body(module.weight, module.weight[0].numel())
         if module.bias is not None:
-            module.bias.zero_()
+            module.bias.fill_(class_score_bias if module is last else 0.0)
+
+
+@torch.no_grad()
+def caffe_init(model: nn.Module, generator: torch.Generator | None = None) -> None:
+    """Caffe's Xavier (uniform, fan-in) for every convolution and linear layer, a
+    Gaussian of std 0.01 for the class-score layer, zero biases (SqueezeNet's release)."""
+
+    def xavier(weight: Tensor, fan_in: int) -> None:
+        bound = math.sqrt(3.0 / fan_in)
+        weight.uniform_(-bound, bound, generator=generator)
+
+    _initialise(model, xavier, 0.0, generator)
 
 
 @torch.no_grad()
@@ -72,14 +87,8 @@ def norm_free_init(model: nn.Module, generator: torch.Generator | None = None) -
     layer, which gets Caffe's Gaussian of std 0.01 and a bias of :data:`CLASS_SCORE_BIAS`;
     other biases zero. The initialisation the trainer gives a network without
     normalisation layers trained from scratch."""
-    last = classifier_layer(model)
-    for module in model.modules():
-        if not isinstance(module, (nn.Conv2d, nn.Linear)):
-            continue
-        if module is last:
-            module.weight.normal_(0.0, 0.01, generator=generator)
-        else:
-            fan_in = module.weight[0].numel()
-            module.weight.normal_(0.0, math.sqrt(2.0 / fan_in), generator=generator)
-        if module.bias is not None:
-            module.bias.fill_(CLASS_SCORE_BIAS if module is last else 0.0)
+
+    def he(weight: Tensor, fan_in: int) -> None:
+        weight.normal_(0.0, math.sqrt(2.0 / fan_in), generator=generator)
+
+    _initialise(model, he, CLASS_SCORE_BIAS, generator)
