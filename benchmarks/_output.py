@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lightnets.files import atomic_path
+from lightnets.files import atomic_path, atomic_write, write_text
 
 
 def benchmark_parser(doc: str | None) -> argparse.ArgumentParser:
@@ -26,3 +26,22 @@ def save_figure(fig, path: str | Path) -> Path:
         fig.savefig(temporary, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
     return path
+
+
+def write_csv(rows: list[dict], path: str | Path) -> Path:
+    """``rows`` (dicts with the same keys) as a CSV file, written whole."""
+    import csv
+
+    path = Path(path)
+    with atomic_write(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def write_markdown(lines: list[str], path: str | Path) -> Path:
+    """A result file from its lines, written whole; says where it went."""
+    path = write_text(path, "\n".join(lines) + "\n")
+    print(f"written {path}")
+    return Path(path)

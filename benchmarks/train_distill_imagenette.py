@@ -16,13 +16,12 @@ results/train_distill_imagenette.md, .csv and .png.
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _output import benchmark_parser, save_figure  # noqa: E402
+from _output import benchmark_parser, save_figure, write_csv, write_markdown  # noqa: E402
 from _paths import IMAGENETTE, RESULTS  # noqa: E402
 from train_common import add_run_options, machine_header, run_or_reuse, start  # noqa: E402
 
@@ -146,10 +145,7 @@ def main() -> None:
 
     RESULTS.mkdir(exist_ok=True)
     stem = RESULTS / "train_distill_imagenette"
-    with open(stem.with_suffix(".csv"), "w", newline="") as handle:
-        writer = csv.DictWriter(handle, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, stem.with_suffix(".csv"))
     plot(
         {"student alone": epochs_of(runs / "alone"), "student distilled": epochs_of(runs / "distilled")},
         teacher.val_top1,
@@ -188,8 +184,7 @@ def main() -> None:
         f"images is about {se:.1f} points."
     )
     lines.append(f"\nPlot: `{stem.with_suffix('.png').name}` (validation top-1 per epoch).")
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print(f"written {stem.with_suffix('.md')}")
+    write_markdown(lines, stem.with_suffix(".md"))
 
 
 if __name__ == "__main__":

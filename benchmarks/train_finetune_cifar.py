@@ -18,13 +18,12 @@ the shared weights folder).
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _output import benchmark_parser, save_figure  # noqa: E402
+from _output import benchmark_parser, save_figure, write_csv, write_markdown  # noqa: E402
 from _paths import CIFAR_JPEG, RESULTS  # noqa: E402
 from train_common import add_run_options, machine_header, run_or_reuse, start  # noqa: E402
 
@@ -105,10 +104,7 @@ def main() -> None:
 
     RESULTS.mkdir(exist_ok=True)
     stem = RESULTS / "train_finetune_cifar"
-    with open(stem.with_suffix(".csv"), "w", newline="") as handle:
-        writer = csv.DictWriter(handle, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, stem.with_suffix(".csv"))
     plot(curves, stem.with_suffix(".png"))
     n = args.per_class * 10
     lines = [
@@ -133,8 +129,7 @@ def main() -> None:
             f"{r['wall_time_s']} | {r['lr']} | {r['train_loss']} |"
         )
     lines.append(f"\nPlot: `{stem.with_suffix('.png').name}` (test top-1 against training wall time).")
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print(f"written {stem.with_suffix('.md')}")
+    write_markdown(lines, stem.with_suffix(".md"))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Writes results/train_imagenette_families.md, .csv and .png (and keeps each run f
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import sys
@@ -26,7 +25,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _output import benchmark_parser, save_figure  # noqa: E402
+from _output import benchmark_parser, save_figure, write_csv, write_markdown  # noqa: E402
 from _paths import IMAGENETTE, RESULTS  # noqa: E402
 from train_common import add_run_options, machine_header, run_or_reuse, start  # noqa: E402
 
@@ -149,10 +148,7 @@ def main() -> None:
 
     RESULTS.mkdir(exist_ok=True)
     stem = RESULTS / "train_imagenette_families"
-    with open(stem.with_suffix(".csv"), "w", newline="") as handle:
-        writer = csv.DictWriter(handle, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, stem.with_suffix(".csv"))
     plot(rows, curves, stem.with_suffix(".png"))
     images = args.per_class * 10
     lines = [
@@ -190,8 +186,7 @@ def main() -> None:
     lines.append(
         f"\nPlot: `{stem.with_suffix('.png').name}` (accuracy against MAdds; validation top-1 per epoch)."
     )
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print(f"written {stem.with_suffix('.md')}")
+    write_markdown(lines, stem.with_suffix(".md"))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ Writes results/train_throughput.md and .csv.
 
 from __future__ import annotations
 
-import csv
 import statistics
 import sys
 import time
@@ -28,7 +27,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _output import benchmark_parser  # noqa: E402
+from _output import benchmark_parser, write_csv  # noqa: E402
 from _paths import RESULTS  # noqa: E402
 from train_common import machine_header  # noqa: E402
 
@@ -151,10 +150,7 @@ def main() -> None:
     counts_theirs = operator_counts(tvm.mobilenet_v2().train())
     same_ops = counts_ours == counts_theirs
     RESULTS.mkdir(exist_ok=True)
-    with open(RESULTS / "train_throughput.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, RESULTS / "train_throughput.csv")
     lines = [
         machine_header("Training throughput: lightnets MobileNetV2 vs torchvision, same loop"),
         "MobileNetV2 1.0, 1000 classes, batch "
