@@ -23,10 +23,10 @@ from train_common import machine_header, use_shared_weights
 
 import lightnets
 from lightnets.classify import evaluate
-from lightnets.compress.container import _codes_of
 from lightnets.compress.pipeline import encode_model
 from lightnets.compress.sharing import SharedLayer, share_layer
 from lightnets.files import write_text
+from lightnets.weights.container import _codes_of
 from lightnets.weights.load import metadata_json
 from lightnets.weights.store import resolve
 
@@ -66,7 +66,7 @@ def main() -> None:
         rows.append(
             (f"{TAG} (authors' .net, 8-bit indices, 4-bit gaps)", authors_bytes, base.top1, base.top5, "-")
         )
-    from lightnets.compress.container import write_container
+    from lightnets.weights.container import write_container
 
     files = Path(args.files)
     lossless = files / "squeezenet1_0_lossless.lnz"

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from lightnets.compress import huffman
-from lightnets.compress.sparse import from_gaps, to_gaps
+from lightnets.weights import huffman
+from lightnets.weights.sparse import from_gaps, to_gaps
 
 
 @pytest.mark.parametrize("alphabet", [2, 16, 256])

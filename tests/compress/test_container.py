@@ -8,15 +8,15 @@ import torch
 
 import lightnets
 from lightnets.compress.authors_format import deep_compression_bytes
-from lightnets.compress.container import (
+from lightnets.compress.pipeline import compress_model
+from lightnets.compress.recovery import recovery_images
+from lightnets.weights.container import (
     ContainerError,
     decode_container,
     encode_container,
     encode_tensor,
     read_container_metadata,
 )
-from lightnets.compress.pipeline import compress_model
-from lightnets.compress.recovery import recovery_images
 from lightnets.weights.importers.deep_compression import decode_net
 from lightnets.weights.load import metadata_json
 

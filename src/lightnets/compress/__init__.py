@@ -5,13 +5,14 @@
 * :mod:`.sensitivity`: agreement with the float model against each layer's sparsity;
 * :mod:`.sharing`: per-layer k-means codebooks (linear initialisation), trained through
   their members;
-* :mod:`.sparse` and :mod:`.huffman`: relative-index encoding and canonical Huffman codes;
-* :mod:`.container`: the ``.lnz`` file (``docs/compressed_format.md``), which every
-  command reads as ``--weights``; :mod:`.authors_format` writes the authors' ``.net``;
+* the ``.lnz`` file it writes (``docs/compressed_format.md``; relative-index encoding and
+  canonical Huffman codes) is a weights format: :mod:`lightnets.weights.container`, so
+  that every command reads it as ``--weights`` without the compression stage;
+  :mod:`.authors_format` writes the authors' ``.net``;
 * :mod:`.recovery`: distillation from the uncompressed model on available images;
 * :mod:`.pipeline`: :func:`compress_model`, the steps in order.
 
-Names are imported on first use, so reading a container does not load the training stage.
+Names are imported on first use, so importing this package does not load the training stage.
 """
 
 from __future__ import annotations
@@ -31,18 +32,17 @@ _EXPORTS = {
     "magnitude_mask": "pruning",
     "share_weights": "sharing",
     "kmeans_1d": "sharing",
-    "read_container": "container",
-    "write_container": "container",
-    "encode_tensor": "container",
     "write_deep_compression": "authors_format",
     "recover": "recovery",
     "sensitivity_scan": "sensitivity",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "read_container", "write_container", "encode_tensor"])
 
 
 def __getattr__(name: str) -> Any:
+    if name in ("read_container", "write_container", "encode_tensor"):
+        return getattr(importlib.import_module("..weights.container", __name__), name)
     if name in _EXPORTS:
         return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,9 +18,9 @@ import numpy as np
 from torch import nn
 
 from ..files import write_bytes
-from .container import _codes_of
+from ..weights.container import _codes_of
+from ..weights.sparse import from_gaps, to_gaps
 from .sharing import SharedLayer
-from .sparse import from_gaps, to_gaps
 
 __all__ = ["GAP_BITS", "deep_compression_bytes", "write_deep_compression"]
 

@@ -11,9 +11,9 @@ from typing import Any
 from ..arguments import at_least, number_in, positive_int
 from ..files import write_bytes
 from ..render import FORMATS, render
+from ..weights.container import SUFFIX
 from ..weights.load import metadata_json
 from ..zoo import add_model_options, model_for_weights, model_kwargs, transform_of
-from .container import SUFFIX
 
 DESCRIPTION = f"""\
 Compress a trained model as Deep Compression does: fold BatchNorm, prune by magnitude

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from ..data.transforms import EvalTransform
 from ..deploy.fold import fold_batchnorm
-from .container import EncodedTensor, encode_tensor, write_container
+from ..weights.container import EncodedTensor, encode_tensor, write_container
 from .pruning import finish, gradual_sparsity, prunable_layers, prune, resolve_sparsities
 from .reconstruction import reconstruct
 from .recovery import recover

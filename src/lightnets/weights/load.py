@@ -268,7 +268,7 @@ def read_file(
         )
         return state, PretrainedConfig(str(path), transform, metadata.get("categories", IMAGENET), metadata)
     if fmt == "lightnets_compressed":
-        from ..compress.container import read_container, state_for_model
+        from .container import read_container, state_for_model
 
         tensors, metadata, _ = read_container(path)
         transform = (
@@ -339,7 +339,7 @@ def _sidecar_metadata(path: Path) -> dict:
     if path.suffix == ".safetensors" and path.is_file():
         return read_metadata(path)
     if path.suffix == ".lnz" and path.is_file():
-        from ..compress.container import read_container_metadata
+        from .container import read_container_metadata
 
         return read_container_metadata(path)
     sidecar = path.with_suffix(".json")

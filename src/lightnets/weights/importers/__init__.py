@@ -39,7 +39,7 @@ def _deep_compression(paths, model):
 
 def _lightnets_compressed(paths, model):
     # The container's codec lives with the compression stage that writes it.
-    from ...compress.container import import_container
+    from ..container import import_container
 
     return import_container(paths, model)
 

@@ -36,9 +36,9 @@ import torch
 from torch import Tensor, nn
 
 from ..files import atomic_write
-from ..weights.store import WeightsError
 from . import huffman
 from .sparse import from_gaps, to_gaps
+from .store import WeightsError
 
 __all__ = [
     "MAGIC",
