@@ -264,12 +264,12 @@ def test_onnx_int8_calibrates_every_image_and_hides_no_warning(tmp_path, method)
     import warnings
 
     fp32 = tiny_onnx(tmp_path / "fp32.onnx")
-    images = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    images = torch.rand(32, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        int8 = quantize_onnx(fp32, tmp_path / "int8.onnx", images, method=method, batch_size=2)
+        int8 = quantize_onnx(fp32, tmp_path / "int8.onnx", images, method=method, batch_size=8)
     info = quantization_info(int8)
-    assert info["method"] == method and info["calibration"] == "3 prepared images"
+    assert info["method"] == method and info["calibration"] == "32 prepared images"
     ops = [n.op_type for n in onnx.load(str(int8)).graph.node]
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
 
@@ -285,3 +285,11 @@ def test_int8_keeps_one_side_to_7_bits_on_cpus_without_vnni(real_batch, monkeypa
         monkeypatch.setattr(quantize, "cpu_has_vnni", lambda has_vnni=has_vnni: has_vnni)
         quantized = quantize_pytorch(model, images, num_images=None, observer="minmax")
         assert quantized.quantization["reduce_range"] == expected
+
+
+def test_calibrating_on_a_few_images_is_warned_about():
+    from lightnets.data.transforms import EvalTransform
+    from lightnets.deploy.calibration import calibration_batches
+
+    with pytest.warns(UserWarning, match=r"int8 calibration on 1 image\(s\).*at least 32"):
+        calibration_batches(torch.rand(1, 3, 16, 16), EvalTransform(), None)

@@ -22,6 +22,10 @@ from ..data.transforms import EvalTransform
 __all__ = ["DEFAULT_CALIBRATION_IMAGES", "calibration_batches", "calibration_files", "prepare_images"]
 
 DEFAULT_CALIBRATION_IMAGES = 256
+# Below this many images the activation ranges follow the few images seen: calibrated on
+# one image, int8 MobileNetV2 agreed with its float model's top-1 on 30 % of the sample
+# instead of 50 %.
+MIN_CALIBRATION_IMAGES = 32
 
 
 def calibration_files(source: str | Path | Iterable[str | Path], num_images: int | None) -> list[Path]:
@@ -66,4 +70,10 @@ def calibration_batches(
         data = source if num_images is None else source[:num_images]
     else:
         data = prepare_images(calibration_files(source, num_images), transform)
+    if len(data) < MIN_CALIBRATION_IMAGES:
+        warnings.warn(
+            f"int8 calibration on {len(data)} image(s): activation ranges taken from so few images "
+            f"are unreliable; give at least {MIN_CALIBRATION_IMAGES} (default {DEFAULT_CALIBRATION_IMAGES})",
+            stacklevel=3,
+        )
     return list(data.split(batch_size))
