@@ -35,7 +35,9 @@ def bomb_png(width: int = 60000, height: int = 60000) -> bytes:
 def restore_limits(monkeypatch):
     monkeypatch.setattr(images_module, "_max_pixels", images_module._max_pixels)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
-    monkeypatch.delenv(images_module.ENV_MAX_PIXELS, raising=False)
+    # set_max_pixels writes the variable for worker processes: record it (setenv) so that
+    # it is put back as it was, absent, and no later test's subprocess inherits the limit.
+    monkeypatch.setenv(images_module.ENV_MAX_PIXELS, str(images_module.max_pixels()))
 
 
 def test_bomb_png_is_unreadable_naming_file_and_limit(tmp_path):
