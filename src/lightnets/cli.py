@@ -23,7 +23,14 @@ from .render import FORMATS, render
 from .tasks.cli import add_segment_parsers, add_segmentation_eval_options, cmd_eval_segmentation
 from .tasks.costs import cost_by_part
 from .weights import convert, get_weights, list_weights
-from .zoo import add_model_options, create_model, labels_of, model_for_weights, model_kwargs
+from .zoo import (
+    add_model_options,
+    add_weights_options,
+    create_model,
+    labels_of,
+    model_for_weights,
+    model_kwargs,
+)
 
 DESCRIPTION = """\
 lightnets: MobileNet v1, MobileNetV2, SqueezeNet and ShuffleNet v1 exactly as their
@@ -236,17 +243,6 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_weights_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--weights", required=True, help="a weights tag (see 'lightnets weights') or a weights file"
-    )
-    p.add_argument("--model", help="the registered model (needed only for files that do not say)")
-    p.add_argument(
-        "--weights-root", metavar="DIR", help="folder of original weight files ($LIGHTNETS_WEIGHTS)"
-    )
-    add_model_options(p)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lightnets",
@@ -310,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
         "transparent and 16-bit images are converted; unreadable files are skipped with a message.",
     )
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
-    _add_weights_options(p)
+    add_weights_options(p)
     p.add_argument("--topk", type=positive_int, default=5, help="classes to print per image (5)")
     p.add_argument("--format", choices=("table", "json"), default="table")
     add_backend_options(p)
@@ -323,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
         "images/, or on class folders (ImageNet wnids map to ImageNet classes).",
     )
     p.add_argument("--data", required=True, metavar="DIR")
-    _add_weights_options(p)
+    add_weights_options(p)
     p.add_argument("--per-class", action="store_true", help="accuracy of each class")
     p.add_argument(
         "--limit", type=positive_int, metavar="N", help="evaluate N images, taken evenly from every class"
@@ -341,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Import a weight set (tag or file in any supported format) and write it as a "
         "lightnets safetensors file, loadable with create_model(name, weights=PATH).",
     )
-    _add_weights_options(p)
+    add_weights_options(p)
     p.add_argument("-o", "--output", required=True, metavar="FILE.safetensors")
     p.set_defaults(func=cmd_convert)
 

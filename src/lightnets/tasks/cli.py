@@ -11,7 +11,7 @@ import torch
 
 from ..data.images import is_image_file
 from ..render import render
-from ..zoo import add_model_options, model_for_weights, model_kwargs
+from ..zoo import add_model_options, add_weights_options, model_for_weights, model_kwargs
 from .segdata import pennfudan
 from .segment import evaluate_segmentation, input_size_of, segment_images
 from .segtrain import SegmentationRun, train_segmentation
@@ -130,13 +130,10 @@ def add_segment_parsers(sub: Any) -> None:
         "folders of photos; writes <name>_overlay.png and <name>_mask.png (class index per pixel).",
     )
     p.add_argument("images", nargs="+", metavar="IMAGES")
-    p.add_argument("--weights", required=True, help="a segmentation weights file (model.safetensors)")
-    p.add_argument("--model", help="the registered model (needed only for files that do not say)")
-    p.add_argument("--weights-root", metavar="DIR", help="folder of original weight files ($LIGHTNETS_WEIGHTS)")
+    add_weights_options(p, "a segmentation weights file (model.safetensors)")
     p.add_argument("--out", default="segmented", metavar="DIR", help="output folder (default segmented/)")
     p.add_argument("--size", type=int, help="the shorter side at the input (default: the weights')")
     p.add_argument("--format", choices=("table", "json"), default="table")
-    add_model_options(p)
     p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser(

@@ -11,13 +11,14 @@ imports a higher one:
 """
 
 from .create import create_model, model_for_weights
-from .options import add_model_options, model_kwargs
+from .options import add_model_options, add_weights_options, model_kwargs
 from .pretrained import ImageClassifier, Model, labels_of, num_classes_of, pretrained_config, transform_of
 
 __all__ = [
     "ImageClassifier",
     "Model",
     "add_model_options",
+    "add_weights_options",
     "create_model",
     "labels_of",
     "model_for_weights",

@@ -80,6 +80,7 @@ def model_options() -> list[ModelOption]:
     """Every argument of every registered builder, in the order the builders list them."""
     options: dict[str, ModelOption] = {}
     builders: dict[str, Callable[..., Any]] = {}
+
     # The four families first, then the reference models (which take only the common
     # arguments), then the task models built on them, so the help lists options in the
     # order a reader meets them.
@@ -189,3 +190,17 @@ def option_names() -> Iterable[str]:
         yield option.flag
         if option.kind is bool:
             yield "--no-" + option.flag[2:]
+
+
+def add_weights_options(
+    parser: argparse.ArgumentParser,
+    weights_help: str = "a weights tag (see 'lightnets weights') or a weights file",
+) -> None:
+    """``--weights`` (required), ``--model`` for files that do not say, ``--weights-root``,
+    and the model options: what a command that runs trained weights takes."""
+    parser.add_argument("--weights", required=True, help=weights_help)
+    parser.add_argument("--model", help="the registered model (needed only for files that do not say)")
+    parser.add_argument(
+        "--weights-root", metavar="DIR", help="folder of original weight files ($LIGHTNETS_WEIGHTS)"
+    )
+    add_model_options(parser)
