@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -18,6 +19,7 @@ import sys
 
 import numpy as np
 import pytest
+import tiny_runs
 import torch
 
 from lightnets.train import TeacherCache, TrainConfig, train
@@ -35,22 +37,8 @@ TINY = [
 
 
 def tiny_config(data, out, **options) -> TrainConfig:
-    values = dict(
-        model="mobilenet_v2",
-        model_kwargs={"width": 0.35},
-        data=str(data),
-        out=str(out),
-        epochs=1,
-        batch_size=4,
-        resolution=32,
-        limit_per_class=2,
-        val_limit_per_class=1,
-        threads=1,
-        progress=False,
-        log_every=1,
-    )
-    values.update(options)
-    return TrainConfig(**values)
+    """The tiny run of ``TINY`` (two training images per class)."""
+    return tiny_runs.tiny_config(data, out, **{"limit_per_class": 2, "val_limit_per_class": 1, **options})
 
 
 def run_cli(capsys, *args) -> tuple[int, str]:
@@ -161,6 +149,33 @@ def test_two_locks_on_one_folder_exclude_each_other(tmp_path):
             RunLock(tmp_path).acquire()
     with RunLock(tmp_path):  # released: free again
         pass
+
+
+def test_a_killed_holders_forked_child_does_not_keep_its_lock(tmp_path):
+    """A data-loader worker (a forked child) outlives its killed trainer for a while; the
+    lock must not go on with it, or a resume started at once is refused."""
+    holder = (
+        "import os, signal, sys, time\n"
+        "from lightnets.train.checkpoint import RunLock\n"
+        f"lock = RunLock({str(tmp_path)!r}).acquire()\n"
+        "child = os.fork()\n"
+        "if child == 0:\n"
+        "    quiet = os.open(os.devnull, os.O_WRONLY)\n"
+        "    os.dup2(quiet, 1), os.dup2(quiet, 2)\n"
+        "    time.sleep(120)\n"
+        "    os._exit(0)\n"
+        "print(child, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", holder], capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr
+    orphan = int(killed.stdout)
+    try:
+        os.kill(orphan, 0)  # the forked child still runs
+        with pytest.warns(UserWarning, match="is no longer running; taking over its lock"):
+            RunLock(tmp_path).acquire().release()
+    finally:
+        os.kill(orphan, signal.SIGKILL)
 
 
 # ------------------------------------------------------- 2. refused starts write nothing

@@ -21,6 +21,7 @@ import os
 import random
 import socket
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,24 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _close_in_forked_children(lock: RunLock) -> None:
+    """Close ``lock``'s descriptor in every child forked while it is held.
+
+    A forked child (a data-loader worker) shares the open file and so the ``flock``:
+    were the trainer killed, an orphaned worker would hold the lock until it noticed,
+    and a resume started at once would be refused. The children never need the lock.
+    """
+    reference = weakref.ref(lock)
+
+    def close() -> None:
+        held = reference()
+        if held is not None and held.fd is not None:
+            os.close(held.fd)  # the child's copy only: the parent's flock stays
+            held.fd = None
+
+    os.register_at_fork(after_in_child=close)
+
+
 class RunLock:
     """``folder/train.lock``: held by one training process, naming its PID and host.
 
@@ -210,6 +229,7 @@ class RunLock:
                 os.close(fd)
                 raise
             self.fd = fd
+            _close_in_forked_children(self)
             return self
         raise self._refuse(None)
 
