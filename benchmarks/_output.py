@@ -16,6 +16,17 @@ def benchmark_parser(doc: str | None) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+def subplots(*args, **kwargs):
+    """``matplotlib.pyplot.subplots`` drawing off-screen (the Agg backend: benchmarks run
+    on machines without a display); the figure goes to :func:`save_figure`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(*args, **kwargs)
+
+
 def save_figure(fig, path: str | Path) -> Path:
     """Lay out ``fig``, write it to ``path`` (temporary file, then rename) and close it."""
     import matplotlib.pyplot as plt

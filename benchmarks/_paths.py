@@ -8,14 +8,21 @@ as ``python benchmarks/<name>.py`` import this module from their own folder.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
+# The tests' helpers (peers.py: torchvision and timm as peers; random_statistics.py) serve
+# the benchmarks too.
+sys.path.append(str(REPO / "tests"))
 SHARED = REPO.parent / "shared"
 WEIGHTS = Path(os.environ.get("LIGHTNETS_WEIGHTS") or SHARED / "weights")
 IMAGENET_SAMPLE = SHARED / "data" / "imagenet-sample"
 IMAGENETTE = SHARED / "data" / "imagenette2-224-subset"
+# The images compression recovers from (never the evaluation sample): Imagenette's training
+# images, then the extra ones.
+RECOVERY_IMAGES = [IMAGENETTE / "train", SHARED / "data" / "imagenette2-224-extra" / "train"]
 CIFAR_JPEG = SHARED / "data" / "cifar10-jpg" / "CIFAR-10-images.tar.gz"
 
 

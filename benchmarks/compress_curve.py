@@ -23,12 +23,8 @@ import csv
 import io
 import time
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-from _output import benchmark_parser  # noqa: E402
-from _paths import IMAGENET_SAMPLE, IMAGENETTE, RESULTS, SHARED
+from _output import benchmark_parser, save_figure, subplots
+from _paths import IMAGENET_SAMPLE, RECOVERY_IMAGES, RESULTS
 from train_common import machine_header, use_shared_weights
 
 import lightnets
@@ -36,10 +32,8 @@ from lightnets.classify import evaluate
 from lightnets.compress.pipeline import compress_model, encode_model
 from lightnets.compress.pruning import prunable_layers, read_sparsities
 from lightnets.compress.recovery import load_batches, recovery_images
-from lightnets.files import atomic_path, write_text
+from lightnets.files import write_text
 from lightnets.zoo import transform_of
-
-RECOVERY = [IMAGENETTE / "train", SHARED / "data" / "imagenette2-224-extra" / "train"]
 
 
 def main() -> None:
@@ -73,7 +67,7 @@ def main() -> None:
     params = sum(p.numel() for p in model.parameters())
     calibration = None
     if args.reconstruct_images:
-        paths = recovery_images(RECOVERY)
+        paths = recovery_images(RECOVERY_IMAGES)
         chosen = paths[:: max(1, len(paths) // args.reconstruct_images)][: args.reconstruct_images]
         calibration = load_batches(chosen, transform_of(model), 32)
     rows: list[dict] = []
@@ -176,7 +170,7 @@ def main() -> None:
             f"{r['top1']} | {r['top5']} | {r['seconds']} |"
         )
     write_text(out / f"{name}_curve.md", "\n".join(lines) + "\n")
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure, axes = subplots(figsize=(7, 4.5), dpi=120)
     for kind, marker in (
         ("share only", "o"),
         ("prune only", "s"),
@@ -199,9 +193,7 @@ def main() -> None:
     axes.set_ylabel("top-1 % on the 500-image sample")
     axes.set_title(f"{args.model}: size against accuracy")
     axes.legend(fontsize=8)
-    figure.tight_layout()
-    with atomic_path(out / f"{name}_curve.png") as partial:
-        figure.savefig(partial, dpi=120)
+    save_figure(figure, out / f"{name}_curve.png")
     print("\n".join(lines))
 
 

@@ -15,12 +15,8 @@ import csv
 import io
 import time
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-from _output import benchmark_parser  # noqa: E402
-from _paths import IMAGENETTE, RESULTS, SHARED
+from _output import benchmark_parser, save_figure, subplots
+from _paths import RECOVERY_IMAGES, RESULTS
 from train_common import machine_header, use_shared_weights
 
 import lightnets
@@ -28,10 +24,8 @@ from lightnets.compress.pruning import allocate_sparsities, prunable_layers
 from lightnets.compress.recovery import load_batches, recovery_images
 from lightnets.compress.sensitivity import sensitivity_scan
 from lightnets.deploy.fold import fold_batchnorm
-from lightnets.files import atomic_path, write_text
+from lightnets.files import write_text
 from lightnets.zoo import transform_of
-
-RECOVERY = [IMAGENETTE / "train", SHARED / "data" / "imagenette2-224-extra" / "train"]
 
 
 def main() -> None:
@@ -46,7 +40,7 @@ def main() -> None:
     use_shared_weights()
     name = args.name or args.model
     model = fold_batchnorm(lightnets.create_model(args.model, weights=args.weights)).eval()
-    paths = recovery_images(RECOVERY)
+    paths = recovery_images(RECOVERY_IMAGES)
     chosen = paths[len(paths) // (2 * args.images) :: max(1, len(paths) // args.images)][: args.images]
     batches = load_batches(chosen, transform_of(model), 32)
     start = time.perf_counter()
@@ -79,16 +73,14 @@ def main() -> None:
         cells = " | ".join(f"{curve[s]:.3f}" for s in args.sparsities)
         lines.append(f"| {layer} | {sizes[layer]:,} | {cells} | {chosen_table[layer]} |")
     write_text(out / f"{name}_sensitivity.md", "\n".join(lines) + "\n")
-    figure, axes = plt.subplots(figsize=(8, 5))
+    figure, axes = subplots(figsize=(8, 5), dpi=120)
     for layer, curve in scan.items():
         axes.plot(list(curve), list(curve.values()), marker=".", label=layer.replace(".conv", ""))
     axes.set_xlabel("sparsity of the one pruned layer")
     axes.set_ylabel("agreement with the float model (top-1)")
     axes.set_title(f"{args.model}: each layer pruned alone (no recovery)")
     axes.legend(fontsize=5, ncol=2)
-    figure.tight_layout()
-    with atomic_path(out / f"{name}_sensitivity.png") as partial:
-        figure.savefig(partial, dpi=120)
+    save_figure(figure, out / f"{name}_sensitivity.png")
     print("\n".join(lines))
 
 

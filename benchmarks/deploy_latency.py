@@ -34,20 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _paths import IMAGENETTE, RESULTS, use_shared_weights  # noqa: E402
 
 from lightnets import create_model  # noqa: E402
-from lightnets.deploy.bench import (  # noqa: E402
-    BACKENDS,
-    Measurement,
-    Target,
-    benchmark,
-    gemm_rate,
-    interleaved,
-    model_targets,
-)
+from lightnets.deploy import bench  # noqa: E402
 from lightnets.deploy.bench_report import write_report  # noqa: E402
 from lightnets.deploy.export import export_onnx  # noqa: E402
 from lightnets.weights.spec import get_weights  # noqa: E402
@@ -101,8 +91,8 @@ def export_peer(library: str, constructor: str, size: int, path: Path) -> Path:
     return path
 
 
-def targets_of(case: Case, workdir: Path, backends: list[str]) -> list[Target]:
-    targets = model_targets(
+def targets_of(case: Case, workdir: Path, backends: list[str]) -> list[bench.Target]:
+    targets = bench.model_targets(
         case.model,
         case.kwargs,
         backends=backends,
@@ -121,22 +111,26 @@ def targets_of(case: Case, workdir: Path, backends: list[str]) -> list[Target]:
             dynamic_batch=False,
         )
         targets.append(
-            Target(case.label, "onnx_file", madds, input_size=case.size, file=str(static), model="static")
+            bench.Target(
+                case.label, "onnx_file", madds, input_size=case.size, file=str(static), model="static"
+            )
         )
         library, constructor = case.onnx_peer
         path = export_peer(library, constructor, case.size, workdir / f"{constructor}.peer.onnx")
         targets.append(
-            Target(case.label, "onnx_file", madds, input_size=case.size, file=str(path), model=f"{library}")
+            bench.Target(
+                case.label, "onnx_file", madds, input_size=case.size, file=str(path), model=f"{library}"
+            )
         )
     for tag in case.tflite_peers:
         (path,) = resolve(get_weights(tag))
         targets.append(
-            Target(case.label, "tflite_file", madds, input_size=case.size, file=str(path), model=tag)
+            bench.Target(case.label, "tflite_file", madds, input_size=case.size, file=str(path), model=tag)
         )
     return targets
 
 
-def peer_name(target: Target) -> str:
+def peer_name(target: bench.Target) -> str:
     if target.backend == "onnx_file" and target.model == "static":
         return "ort_fp32, static batch 1"
     if target.backend == "onnx_file":
@@ -150,8 +144,8 @@ def peer_name(target: Target) -> str:
 HEADLINE = ("ort_fp32", "ort_int8", "onnx_file", "tflite_file")
 
 
-def ratio_lines(case: Case, rows: list[Measurement], names: list[str], rate: float) -> list[str]:
-    """The issue's ratios for one case and thread count, from interleaved measurements."""
+def ratio_lines(case: Case, rows: list[bench.Measurement], names: list[str], rate: float) -> list[str]:
+    """The ratios for one case and thread count, from interleaved measurements."""
     by = {name: m.latency_ms for name, m in zip(names, rows, strict=True)}
     threads = rows[0].threads
     floor = rows[0].madds / rate * 1e3
@@ -182,11 +176,11 @@ def main() -> None:
     parser.add_argument("--interleaved-runs", type=int, default=300, help="rounds of the headline ratios")
     args = parser.parse_args()
     use_shared_weights()
-    backends = list(BACKENDS)
+    backends = list(bench.BACKENDS)
 
-    rates = {n: gemm_rate(n) for n in args.threads}
+    rates = {n: bench.gemm_rate(n) for n in args.threads}
     print({n: f"{r / 1e9:.1f} G MAdds/s" for n, r in rates.items()}, flush=True)
-    measurements: list[Measurement] = []
+    measurements: list[bench.Measurement] = []
     notes = [
         "",
         "Headline ratios. The table above times each backend in its own process, one after the "
@@ -202,13 +196,15 @@ def main() -> None:
             if args.cases and case.label not in args.cases:
                 continue
             targets = targets_of(case, Path(folder), backends)
-            rows = benchmark(targets, args.threads, runs=args.runs, warmup=args.warmup, batch=args.batch)
+            rows = bench.benchmark(
+                targets, args.threads, runs=args.runs, warmup=args.warmup, batch=args.batch
+            )
             for target, m in zip([t for t in targets for _ in args.threads], rows, strict=True):
                 m.backend = peer_name(target)
                 print(f"{case.label:24s} {m.backend:34s} {m.threads}t {m.latency_ms:8.2f} ms", flush=True)
             measurements += rows
             headline = [t for t in targets if t.backend in HEADLINE]
-            paired, rate = interleaved(headline, 1, runs=args.interleaved_runs, warmup=args.warmup)
+            paired, rate = bench.interleaved(headline, 1, runs=args.interleaved_runs, warmup=args.warmup)
             notes += ratio_lines(case, paired, [peer_name(t) for t in headline], rate)
             print(notes[-1], flush=True)
     command = "python benchmarks/deploy_latency.py " + shlex.join(sys.argv[1:])

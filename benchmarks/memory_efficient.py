@@ -28,28 +28,15 @@ import time
 from pathlib import Path
 
 import torch
+from _paths import RESULTS
+from random_statistics import randomise_batchnorm
 from torch import Tensor, nn
 
 import lightnets
 from lightnets.cost.memory import activation_memory
 from lightnets.deploy.memory_efficient import ChunkedInvertedResidual, measure_peak_memory, memory_efficient
 
-RESULTS = Path(__file__).parent / "results"
 MB = 1e6
-
-
-def randomise_norms(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BatchNorm statistics, so that the logits comparison means something
-    (no ImageNet fp32 weights are stored beside the repository)."""
-    generator = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=generator) - 0.5)
-            m.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=generator) - 0.5)
-    return model.eval()
 
 
 class ChannelsLast(nn.Module):
@@ -72,7 +59,7 @@ def build(variant: str, width: float = 1.0) -> nn.Module:
     """``plain``, ``plain-cl``, ``chunked-K``, ``bytes-B`` (``chunk_bytes=B``),
     ``folded-K`` (BatchNorm folded first, then chunked) or ``noinplace-K``."""
     torch.manual_seed(0)
-    model = randomise_norms(lightnets.create_model("mobilenet_v2", width=width))
+    model = randomise_batchnorm(lightnets.create_model("mobilenet_v2", width=width))
     kind, _, number = variant.partition("-")
     if variant == "plain":
         return model

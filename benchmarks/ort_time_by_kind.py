@@ -21,14 +21,14 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from _output import write_markdown
+from _paths import RESULTS
 
 import lightnets
 from lightnets.deploy import export_onnx
 from lightnets.deploy.bench import gemm_rate
 from lightnets.deploy.bench_report import machine_description
 from lightnets.deploy.runtime import session_options
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def kernel_times(path: Path, runs: int) -> list[dict]:
@@ -113,11 +113,8 @@ def main() -> None:
         f"{total_madds / (total_time / 1e3) / 1e9:.1f} | {total_madds / (total_time / 1e3) / rate:.2f} |",
         "",
     ]
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "ort_time_by_kind.md"
-    out.write_text("\n".join(lines))
     print("\n".join(lines))
-    print(f"written {out}")
+    write_markdown(lines, RESULTS / "ort_time_by_kind.md")
 
 
 if __name__ == "__main__":

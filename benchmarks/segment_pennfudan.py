@@ -87,12 +87,20 @@ def picture(model_name: str, weights: str, size: int, out: Path, index: int) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="deeplabv3_mobilenet_v2", choices=sorted(BACKBONE_WEIGHTS))
     parser.add_argument("--minutes", type=float, default=20.0)
     parser.add_argument("--resolution", type=int, default=224, help="training crop side")
     parser.add_argument("--eval-size", type=int, default=384, help="shorter side of the photos at evaluation")
-    parser.add_argument("--scale", type=float, nargs=2, default=(0.6, 1.2), help="training photos' shorter side, times --eval-size")
+    parser.add_argument(
+        "--scale",
+        type=float,
+        nargs=2,
+        default=(0.6, 1.2),
+        help="training photos' shorter side, times --eval-size",
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--run", default=None, help="run folder (default runs/segment_<model>)")
@@ -127,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         report = lightnets.profile(model, (3, s, s))
         costs[s] = {"params": report.params, "madds": report.madds,
                     "by_part": {p.part: p.madds for p in cost_by_part(report, model)}}  # fmt: skip
-    image = picture(args.model, weights, eval_size, RESULTS / f"segment_pennfudan_{short}.png", args.picture_index)
+    image = picture(
+        args.model, weights, eval_size, RESULTS / f"segment_pennfudan_{short}.png", args.picture_index
+    )
     val = summary["val"]
     result = {"model": args.model, "backbone_weights": backbone_weights, "summary": summary,
               "timing": timing, "costs": costs, "load_at_start": load_start, "load_at_end": load_average(),
@@ -145,8 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{summary['train_seconds'] / 60:.1f} minutes (budget {summary['run']['minutes']} min), one PyTorch thread; "
         f"the photos' shorter side scaled to {eval_size} x U{tuple(summary['run']['scale'])} before cropping.",
         "",
-        "## Validation (28 photos, fixed split, scored at full size, shorter side "
-        f"{eval_size} at the input)",
+        f"## Validation (28 photos, fixed split, scored at full size, shorter side {eval_size} at the input)",
         "",
         "| class | IoU |",
         "| --- | --- |",

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _output import write_markdown
 from _paths import IMAGENET_SAMPLE, RESULTS, WEIGHTS
 
 import lightnets
@@ -168,10 +169,7 @@ def main() -> None:
         f" for the weights alone). File size {path.stat().st_size:,} bytes.",
         "",
     ]
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "squeezenet_weights.md"
-    out.write_text("\n".join(lines))
-    print(f"written {out}")
+    write_markdown(lines, RESULTS / "squeezenet_weights.md")
 
 
 if __name__ == "__main__":

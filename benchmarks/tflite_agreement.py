@@ -34,16 +34,10 @@ import lightnets
 from lightnets.data.images import load_image
 from lightnets.deploy.bench_report import cpu_name
 from lightnets.weights.importers.tflite import attach_activation_quantisation, read_tflite
-from lightnets.weights.spec import get_weights
+from lightnets.weights.spec import get_weights, list_weights
 from lightnets.weights.store import resolve
 
-TAGS = (
-    "mobilenet_v1_025_128.tflite_uint8",
-    "mobilenet_v1_050_160.tflite_uint8",
-    "mobilenet_v1_075_192.tflite_uint8",
-    "mobilenet_v2_100_224.tflite_uint8",
-    "mobilenet_v2_100_224.tflite_int8_ptq",
-)
+TAGS = tuple(list_weights("*.tflite_*"))  # every TFLite weight set
 
 
 def litert_run(path: Path, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:

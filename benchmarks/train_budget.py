@@ -23,12 +23,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _output import benchmark_parser  # noqa: E402
+from _output import benchmark_parser, save_figure, subplots  # noqa: E402
 from _paths import IMAGENETTE, REPO, RESULTS  # noqa: E402
 from train_common import load_average  # noqa: E402
 
 from lightnets.deploy.bench_report import cpu_name  # noqa: E402
-from lightnets.files import atomic_path, atomic_write, write_text  # noqa: E402
+from lightnets.files import atomic_write, write_text  # noqa: E402
 
 # name: (label, model options, resolution, budget)
 ROWS = {
@@ -128,12 +128,7 @@ def write(rows: list[dict]) -> None:
 
 def plot(rows: list[dict]) -> None:
     """Validation top-1 against the minutes the command took, one line per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = subplots(figsize=(6, 4))
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = sorted((float(r["command_s"]) / 60, float(r["val_top1"])) for r in rows if r["model"] == model)
         ax.plot([m for m, _ in mine], [a for _, a in mine], "o-", label=model)
@@ -142,10 +137,7 @@ def plot(rows: list[dict]) -> None:
     ax.set_title("lightnets train --time-budget, 2 shared CPU cores")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(RESULTS / "train_budget.png") as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
+    save_figure(fig, RESULTS / "train_budget.png")
 
 
 def main() -> None:

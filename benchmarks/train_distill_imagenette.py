@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _output import benchmark_parser, save_figure, write_csv, write_markdown  # noqa: E402
+from _output import benchmark_parser, save_figure, subplots, write_csv, write_markdown  # noqa: E402
 from _paths import IMAGENETTE, RESULTS  # noqa: E402
 from train_common import add_run_options, machine_header, run_or_reuse, start  # noqa: E402
 
@@ -36,12 +36,8 @@ def epochs_of(out: Path) -> list[dict]:
 
 
 def plot(curves: dict[str, list[dict]], teacher_top1: float, path: Path) -> None:
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=110)
+    fig, ax = subplots(figsize=(7.5, 4.8), dpi=110)
     for label, records in curves.items():
         ax.plot([r["epoch"] for r in records], [r["val_top1"] for r in records], "o-", label=label)
     ax.axhline(teacher_top1, color="gray", ls="--", label=f"teacher (MobileNetV2 1.0): {teacher_top1:.1f}%")

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _output import benchmark_parser, save_figure, write_csv, write_markdown  # noqa: E402
+from _output import benchmark_parser, save_figure, subplots, write_csv, write_markdown  # noqa: E402
 from _paths import CIFAR_JPEG, RESULTS  # noqa: E402
 from train_common import add_run_options, machine_header, run_or_reuse, start  # noqa: E402
 
@@ -33,12 +33,8 @@ TAG = "mobilenet_v2_100_224.tflite_uint8"
 
 
 def plot(curves: dict[str, list[dict]], path: Path) -> None:
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=110)
+    fig, ax = subplots(figsize=(7.5, 4.8), dpi=110)
     for label, records in curves.items():
         ax.plot([r["wall_time"] / 60 for r in records], [r["val_top1"] for r in records], "o-", label=label)
     ax.set(xlabel="training wall time (minutes)", ylabel="CIFAR-10 test top-1 %")

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _output import benchmark_parser, save_figure, write_csv, write_markdown  # noqa: E402
+from _output import benchmark_parser, save_figure, subplots, write_csv, write_markdown  # noqa: E402
 from _paths import IMAGENETTE, RESULTS  # noqa: E402
 from train_common import add_run_options, machine_header, run_or_reuse, start  # noqa: E402
 
@@ -63,12 +63,8 @@ FAMILIES = [
 
 
 def plot(rows: list[dict], curves: dict[str, list[tuple[int, float]]], path: Path) -> None:
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), dpi=110)
+    fig, (left, right) = subplots(1, 2, figsize=(13, 4.8), dpi=110)
     for row in rows:
         left.scatter(row["madds_M"], row["top1"], s=40 + row["params_M"] * 40)
         left.annotate(row["model"], (row["madds_M"], row["top1"]), textcoords="offset points", xytext=(6, 4))

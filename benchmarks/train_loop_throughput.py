@@ -26,15 +26,11 @@ from __future__ import annotations
 import csv
 import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _output import benchmark_parser  # noqa: E402
 from _paths import IMAGENETTE, RESULTS  # noqa: E402
 from train_common import machine_header  # noqa: E402

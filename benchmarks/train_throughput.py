@@ -16,19 +16,14 @@ Writes results/train_throughput.md and .csv.
 from __future__ import annotations
 
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _output import benchmark_parser, write_csv  # noqa: E402
 from _paths import RESULTS  # noqa: E402
+from torch import nn
 from train_common import machine_header  # noqa: E402
 
 import lightnets  # noqa: E402

@@ -9,11 +9,13 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"  # beside the repository
 WEIGHTS_ROOT = Path(os.environ.get("LIGHTNETS_WEIGHTS") or SHARED / "weights")
 IMAGENET_SAMPLE = SHARED / "data" / "imagenet-sample"
 IMAGENETTE = SHARED / "data" / "imagenette2-224-subset"
+PENNFUDAN = SHARED / "data" / "pennfudan"
 
 
 @pytest.fixture(autouse=True)
@@ -23,24 +25,41 @@ def offline_weights(monkeypatch, tmp_path):
     monkeypatch.setenv("LIGHTNETS_CACHE", str(tmp_path / "cache"))
 
 
+def shared_folder(path: Path, what: str) -> Path:
+    """``path`` if it is there; otherwise the test is skipped, saying what is missing."""
+    if not path.is_dir():
+        pytest.skip(f"no {what} at {path}")
+    return path
+
+
 @pytest.fixture(scope="session")
 def weights_root() -> Path:
-    if not WEIGHTS_ROOT.is_dir():
-        pytest.skip(f"no weights at {WEIGHTS_ROOT}")
-    return WEIGHTS_ROOT
+    return shared_folder(WEIGHTS_ROOT, "weights")
 
 
 @pytest.fixture(scope="session")
 def imagenet_sample() -> Path:
     """500 real ImageNet validation images (``images/``) with their labels."""
-    if not IMAGENET_SAMPLE.is_dir():
-        pytest.skip(f"no ImageNet sample at {IMAGENET_SAMPLE}")
-    return IMAGENET_SAMPLE
+    return shared_folder(IMAGENET_SAMPLE, "ImageNet sample")
 
 
 @pytest.fixture(scope="session")
 def imagenette() -> Path:
     """The Imagenette subset (``train/`` and ``val/``, 10 class folders each)."""
-    if not (IMAGENETTE / "train").is_dir():
-        pytest.skip(f"no Imagenette subset at {IMAGENETTE}")
-    return IMAGENETTE
+    return shared_folder(IMAGENETTE, "Imagenette subset")
+
+
+@pytest.fixture(scope="session")
+def pennfudan_folder() -> Path:
+    """The Penn-Fudan pedestrians (141 photos with instance masks, ``PennFudanPed/``)."""
+    return shared_folder(PENNFUDAN, "Penn-Fudan copy")
+
+
+@pytest.fixture
+def one_thread():
+    """One PyTorch thread for the test (fast and deterministic on a shared machine, and
+    bit-reproducible against subprocesses run with --threads 1)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -8,6 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from random_statistics import randomise_batchnorm
 
 import lightnets
 from lightnets.deploy import export_onnx, fold_batchnorm
@@ -20,15 +21,6 @@ HEAVY = {"vgg16", "inception_v3", "alexnet", "googlenet", "resnet50"}
 
 def smallest_input(model: torch.nn.Module) -> int:
     return int(model.min_input_size)
-
-
-def randomise_batchnorm(model: torch.nn.Module) -> None:
-    """Non-trivial statistics, so that folding has something to get wrong."""
-    generator = torch.Generator().manual_seed(0)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
-            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
 
 
 # The classifiers; the task models (segmentation, tests/tasks) score pixels, not images.

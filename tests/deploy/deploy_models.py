@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from random_statistics import randomise_batchnorm
 from torch import nn
 
 import lightnets
@@ -26,20 +27,6 @@ FAMILY_CONFIGS = [
 def config_id(config: tuple[str, dict]) -> str:
     name, kwargs = config
     return "-".join([name] + [f"{k}={v}" for k, v in kwargs.items()])
-
-
-def randomise_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every BatchNorm running statistics and affine parameters far from (0, 1)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                n = module.num_features
-                module.running_mean.copy_((torch.rand(n, generator=generator) - 0.5) * 0.4)
-                module.running_var.copy_(torch.rand(n, generator=generator) * 1.5 + 0.25)
-                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
-                module.bias.copy_((torch.rand(n, generator=generator) - 0.5) * 0.4)
-    return model.eval()
 
 
 def family_model(config: tuple[str, dict], seed: int = 0) -> nn.Module:

@@ -4,6 +4,7 @@ import warnings
 
 import pytest
 import torch
+from random_statistics import randomise_batchnorm
 from torch import nn
 
 import lightnets
@@ -23,28 +24,9 @@ from peers import timm_or_skip, torchvision_or_skip
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: deterministic allocations, and no OpenMP spinning against
-    other processes on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def randomise_norms(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every BatchNorm non-trivial statistics, so that a chunk using the wrong
-    channels' statistics cannot pass unnoticed."""
-    generator = torch.Generator().manual_seed(seed)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            n = module.num_features
-            module.running_mean.copy_(torch.rand(n, generator=generator) - 0.5)
-            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
-            module.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
-            module.bias.data.copy_(torch.rand(n, generator=generator) - 0.5)
-    return model.eval()
+# One intra-op thread: deterministic allocations, and no OpenMP spinning against other
+# processes on a shared machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_chunk_bounds_cover_the_width_whether_or_not_k_divides_it():
@@ -70,7 +52,7 @@ def test_chunk_bounds_cover_the_width_whether_or_not_k_divides_it():
 @pytest.mark.parametrize("chunks", [1, 3, 7, 1000])
 def test_a_chunked_block_equals_the_block(in_ch, out_ch, stride, hidden, size, padding, chunks):
     torch.manual_seed(0)
-    block = randomise_norms(InvertedResidual(in_ch, out_ch, stride, hidden, padding=padding))
+    block = randomise_batchnorm(InvertedResidual(in_ch, out_ch, stride, hidden, padding=padding))
     x = torch.randn(2, in_ch, size, size)
     chunked = ChunkedInvertedResidual(block, chunks).eval()
     assert chunked.use_shortcut == block.use_shortcut
@@ -82,7 +64,7 @@ def test_a_chunked_block_equals_the_block(in_ch, out_ch, stride, hidden, size, p
 @pytest.mark.parametrize("padding", ["symmetric", "tf_same"])
 def test_mobilenet_v2_runs_chunked_to_the_same_logits(padding):
     torch.manual_seed(0)
-    model = randomise_norms(lightnets.create_model("mobilenet_v2", width=0.5, padding=padding))
+    model = randomise_batchnorm(lightnets.create_model("mobilenet_v2", width=0.5, padding=padding))
     lean = memory_efficient(model, chunks=5)
     assert sum(isinstance(m, ChunkedInvertedResidual) for m in lean.modules()) == 17
     x = torch.randn(2, 3, 96, 96)
@@ -92,7 +74,7 @@ def test_mobilenet_v2_runs_chunked_to_the_same_logits(padding):
 
 def test_chunk_bytes_picks_k_per_block_from_the_input_size():
     torch.manual_seed(0)
-    model = randomise_norms(lightnets.create_model("mobilenet_v2", width=0.35))
+    model = randomise_batchnorm(lightnets.create_model("mobilenet_v2", width=0.35))
     lean = memory_efficient(model, chunk_bytes=16 * 1024)
     x = torch.randn(1, 3, 64, 64)
     first, last = lean.features[2], lean.features[17]  # 8->48->8 at 32x32, 56->336->112 at 2x2
@@ -107,7 +89,7 @@ def test_chunk_bytes_picks_k_per_block_from_the_input_size():
 
 def test_auto_chunks_fit_each_block_into_the_analysers_bound():
     torch.manual_seed(0)
-    model = randomise_norms(lightnets.create_model("mobilenet_v2", width=0.5))
+    model = randomise_batchnorm(lightnets.create_model("mobilenet_v2", width=0.5))
     lean = memory_efficient(model, chunks="auto")
     x = torch.randn(2, 3, 96, 96)
     with torch.no_grad():
@@ -165,7 +147,7 @@ def test_folded_models_with_conv_bias_and_no_norm():
 @pytest.mark.filterwarnings("ignore:TF32 acceleration")
 def test_without_onednn_the_direct_convolution_is_used_and_exact():
     torch.manual_seed(0)
-    model = randomise_norms(lightnets.create_model("mobilenet_v2", width=0.35, padding="tf_same"))
+    model = randomise_batchnorm(lightnets.create_model("mobilenet_v2", width=0.35, padding="tf_same"))
     lean = memory_efficient(model, chunks=3)
     x = torch.randn(1, 3, 67, 67)
     with torch.no_grad():
@@ -201,16 +183,17 @@ def test_torchvision_and_timm_blocks_are_chunked_too():
     timm = timm_or_skip()
     x = torch.randn(1, 3, 64, 64)
     for model in (tvm.mobilenet_v2(), timm.create_model("mobilenetv2_100", pretrained=False)):
-        model = randomise_norms(model)
+        model = randomise_batchnorm(model)
         lean = memory_efficient(model, chunks=6, strict=True)
         assert sum(isinstance(m, ChunkedInvertedResidual) for m in lean.modules()) == 17
         with torch.no_grad():
             expected = model(x)
-            # timm's initialisation gives logits of ~5, where float32 rounding alone is
-            # ~2e-5 (the plain model run channels-last differs from itself that much):
-            # the tolerance scales with the logits.
+            # timm's initialisation gives logits of ~5, where float32 rounding alone
+            # (summing the chunks' projections in another order) reaches ~1.5e-5 of the
+            # largest logit: the tolerance scales with the logits. A chunk given the
+            # wrong channels' statistics is off by whole units.
             scale = max(1.0, expected.abs().max().item())
-            torch.testing.assert_close(lean(x), expected, rtol=1e-5, atol=1e-5 * scale)
+            torch.testing.assert_close(lean(x), expected, rtol=1e-5, atol=3e-5 * scale)
 
 
 def test_blocks_that_cannot_be_split_by_channel_are_left_alone_or_refused():
@@ -253,7 +236,7 @@ def test_the_measurement_follows_allocations_and_frees():
 
 
 def test_a_chunked_block_holds_its_input_output_and_one_chunk():
-    block = randomise_norms(InvertedResidual(24, 24, 1, 144))
+    block = randomise_batchnorm(InvertedResidual(24, 24, 1, 144))
     x = torch.randn(1, 24, 56, 56)
     chunked = ChunkedInvertedResidual(block, chunks=8).eval()
     with torch.no_grad():

@@ -19,12 +19,7 @@ BACKBONES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _small(name: str, **kwargs) -> nn.Module:
@@ -56,8 +51,12 @@ def test_dilated_backbone_keeps_maps_at_the_output_stride(name, output_stride):
 def test_dilation_rates_follow_tf_slim():
     """The layer whose stride goes keeps the rate before it; the layers after it double it."""
     model = dilate(_small("mobilenet_v2_035"), 8)
-    rates = [layer.depthwise.conv.dilation[0] if hasattr(layer, "depthwise") else None for layer in model.features]
-    strides = [layer.depthwise.conv.stride[0] if hasattr(layer, "depthwise") else None for layer in model.features]
+    rates = [
+        layer.depthwise.conv.dilation[0] if hasattr(layer, "depthwise") else None for layer in model.features
+    ]
+    strides = [
+        layer.depthwise.conv.stride[0] if hasattr(layer, "depthwise") else None for layer in model.features
+    ]
     assert strides[14] == strides[7] == 1
     # features.7 (first stride-16 block) loses its stride at rate 1; .8-.13 at 2; .14 loses
     # the stride-32 stride at rate 2; .15-.17 at 4.
@@ -119,7 +118,12 @@ def test_reset_classifier_keeps_the_head():
 
 
 def test_tf_atrous_grid():
-    assert tf_atrous_positions(33, 3, 6) == tf_atrous_positions(33, 3, 12) == tf_atrous_positions(33, 3, 18) == 36
+    assert (
+        tf_atrous_positions(33, 3, 6)
+        == tf_atrous_positions(33, 3, 12)
+        == tf_atrous_positions(33, 3, 18)
+        == 36
+    )
     assert tf_atrous_positions(33, 3, 1) == 33 and tf_atrous_positions(33, 1, 6) == 33
 
 

@@ -25,15 +25,7 @@ from lightnets.tasks.segdata import (
 from lightnets.tasks.segment import save_segmentation_weights
 from lightnets.tasks.segtrain import SegmentationRun, train_segmentation
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "pennfudan"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _annotation(objects: int) -> str:
@@ -58,16 +50,17 @@ def make_pennfudan(root: Path, photos: dict[str, tuple[tuple[int, int], np.ndarr
 def person_mask(height: int, width: int, instances: int = 1) -> np.ndarray:
     mask = np.zeros((height, width), np.uint8)
     for k in range(1, instances + 1):
-        mask[height // 4 : 3 * height // 4, (k - 1) * width // (instances + 1) : k * width // (instances + 1)] = k
+        mask[
+            height // 4 : 3 * height // 4, (k - 1) * width // (instances + 1) : k * width // (instances + 1)
+        ] = k
     return mask
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="the shared Penn-Fudan copy is not beside the checkout")
-def test_the_split_of_the_shared_copy_is_fixed():
+def test_the_split_of_the_shared_copy_is_fixed(pennfudan_folder):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        val = pennfudan(SHARED, "val")
-        train = pennfudan(SHARED, "train")
+        val = pennfudan(pennfudan_folder, "val")
+        train = pennfudan(pennfudan_folder, "train")
     assert tuple(p.image.stem for p in val.pairs) == PENNFUDAN_VAL_141
     assert len(train) == 113 and not {p.image.stem for p in train.pairs} & set(PENNFUDAN_VAL_141)
 
@@ -136,7 +129,12 @@ def tiny_weights(tmp_path) -> Path:
     torch.manual_seed(0)
     model = lightnets.create_model("deeplabv3_mobilenet_v2", num_classes=2, width=0.35).eval()
     return save_segmentation_weights(
-        model, tmp_path / "tiny.safetensors", "deeplabv3_mobilenet_v2", {"width": 0.35}, ("background", "person"), 64
+        model,
+        tmp_path / "tiny.safetensors",
+        "deeplabv3_mobilenet_v2",
+        {"width": 0.35},
+        ("background", "person"),
+        64,
     )
 
 
@@ -151,7 +149,10 @@ def test_segment_command_writes_overlays_and_masks(tiny_weights, tmp_path, capsy
     photos.mkdir()
     Image.fromarray(np.full((50, 70, 3), 128, np.uint8)).save(photos / "street.jpg")
     out = tmp_path / "out"
-    assert main(["segment", str(photos), "--weights", str(tiny_weights), "--out", str(out), "--format", "json"]) == 0
+    assert (
+        main(["segment", str(photos), "--weights", str(tiny_weights), "--out", str(out), "--format", "json"])
+        == 0
+    )
     (record,) = json.loads(capsys.readouterr().out)
     mask = Image.open(out / "street_mask.png")
     overlay = Image.open(out / "street_overlay.png")

@@ -5,7 +5,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 
 @pytest.fixture
@@ -23,13 +22,3 @@ def tiny_imagenette(imagenette, tmp_path):
         return root
 
     return make
-
-
-@pytest.fixture
-def one_thread():
-    """Training in the test process with one thread (fast on a shared machine, and
-    bit-reproducible against subprocesses run with --threads 1)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors import safe_open
+from tiny_runs import tiny_config
 
 import lightnets
 from lightnets.cpu import cpu_flags
@@ -97,19 +98,11 @@ def test_squeezenet_loss_falls_under_the_default_recipe(tiny_imagenette, tmp_pat
     with warnings.catch_warnings():
         warnings.simplefilter("error", NotLearningWarning)
         train(
-            TrainConfig(
-                model="squeezenet1_1",
-                data=str(data),
-                out=str(out),
-                epochs=12,
-                batch_size=8,
-                resolution=64,
-                crop_scale=1.0,
-                hflip=0.0,
-                progress=False,
-                log_every=0,
+            tiny_config(
+                data, out, model="squeezenet1_1", model_kwargs={}, epochs=12, batch_size=8, resolution=64,
+                crop_scale=1.0, hflip=0.0, log_every=0, threads=None,
             )
-        )
+        )  # fmt: skip
     losses = epoch_losses(out)
     assert min(losses[-3:]) < math.log(3) - 0.05, losses
     config = json.loads((out / "config.json").read_text())
@@ -163,19 +156,7 @@ def test_image_cache_serves_the_decoded_pixels(tiny_imagenette, tmp_path):
 def test_budgeted_run_reports_its_budget_and_recommends_weights(tiny_imagenette, tmp_path, one_thread):
     data = tiny_imagenette(classes=2, train=8, val=2)
     out = tmp_path / "run"
-    result = train(
-        TrainConfig(
-            model="mobilenet_v2",
-            model_kwargs={"width": 0.35},
-            data=str(data),
-            out=str(out),
-            time_budget=60,
-            batch_size=4,
-            resolution=32,
-            eval_resolution=40,
-            progress=False,
-        )
-    )
+    result = train(tiny_config(data, out, time_budget=60, eval_resolution=40, threads=None))
     summary = json.loads((out / "summary.json").read_text())
     budget = summary["budget"]
     assert budget["budget_s"] == 60 and budget["steps"] == result.steps > 10

@@ -13,19 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_runs import tiny_config
 
 import lightnets
-from lightnets.train import SkippedImageWarning, TrainConfig, train
+from lightnets.train import SkippedImageWarning, train
 from lightnets.train.cli import add_train_parser, config_from_args
 from lightnets.train.distill import load_teacher
-
-TINY = {
-    "model": "mobilenet_v2",
-    "model_kwargs": {"width": 0.35},
-    "threads": 1,
-    "progress": False,
-    "log_every": 1,
-}
 
 
 def records(out: Path, kind: str) -> list[dict]:
@@ -51,10 +44,9 @@ def cli_args(**options) -> list[str]:
 def test_loss_falls_on_a_small_real_subset(tiny_imagenette, tmp_path, one_thread):
     data = tiny_imagenette(classes=4, train=8, val=2)
     result = train(
-        TrainConfig(
-            **TINY,
-            data=str(data),
-            out=str(tmp_path / "run"),
+        tiny_config(
+            data,
+            tmp_path / "run",
             epochs=8,
             batch_size=16,
             resolution=48,
@@ -65,7 +57,7 @@ def test_loss_falls_on_a_small_real_subset(tiny_imagenette, tmp_path, one_thread
             ema_decay=0.0,
             crop_scale=1.0,
             hflip=0.0,
-        )
+        )  # fmt: skip
     )
     losses = [r["train_loss"] for r in records(tmp_path / "run", "epoch")]
     assert len(losses) == 8 and result.steps == 16
@@ -93,11 +85,7 @@ def test_a_corrupt_image_is_skipped_with_one_warning_naming_it(tiny_imagenette, 
     broken.write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = train(
-            TrainConfig(
-                **TINY, data=str(data), out=str(tmp_path / "run"), epochs=3, batch_size=4, resolution=32
-            )
-        )
+        result = train(tiny_config(data, tmp_path / "run", epochs=3))
     skipped = [w for w in caught if issubclass(w.category, SkippedImageWarning)]
     assert len(skipped) == 1 and "broken.JPEG" in str(skipped[0].message)
     assert result.steps == 9  # 13 files, 3 batches of 4 per epoch: the run went on
@@ -123,19 +111,7 @@ def test_resume_after_sigkill_gives_bit_identical_weights(tiny_imagenette, tmp_p
     )
     # Uninterrupted, in this process, without loader workers.
     reference = tmp_path / "reference"
-    train(
-        TrainConfig(
-            **{**TINY, "log_every": 1},
-            data=str(data),
-            out=str(reference),
-            epochs=4,
-            batch_size=8,
-            resolution=32,
-            seed=7,
-            recipe="sgd",
-            checkpoint_every=2,
-        )
-    )
+    train(tiny_config(data, reference, epochs=4, batch_size=8, seed=7, recipe="sgd", checkpoint_every=2))
     # Killed after its first checkpoint, in a subprocess with a loader worker, then resumed.
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "lightnets.train", *cli_args(**options, out=out, workers=1)]
@@ -175,21 +151,11 @@ def test_resume_after_sigkill_gives_bit_identical_weights(tiny_imagenette, tmp_p
 
 def test_resume_refuses_changed_training_options(tiny_imagenette, tmp_path, one_thread):
     data = tiny_imagenette(classes=2, train=4, val=1)
-    config = TrainConfig(
-        **TINY, data=str(data), out=str(tmp_path / "run"), epochs=1, batch_size=4, resolution=32
-    )
+    config = tiny_config(data, tmp_path / "run")
     train(config)
     with pytest.raises(ValueError, match="already holds a training run"):
         train(config)
-    changed = TrainConfig(
-        **{**TINY, "threads": 1},
-        data=str(data),
-        out=str(tmp_path / "run"),
-        epochs=1,
-        batch_size=4,
-        resolution=32,
-        lr=0.5,
-    )
+    changed = tiny_config(data, tmp_path / "run", lr=0.5)
     with pytest.raises(ValueError, match="lr=0.5"):
         train(changed, resume=True)
     assert train(config, resume=True).steps == 2  # nothing left to do; the outputs are rewritten
@@ -209,7 +175,7 @@ def test_two_process_gloo_ddp_matches_one_process(tiny_imagenette, tmp_path, one
     common = dict(
         data=str(data), epochs=3, batch_size=8, resolution=64, seed=3, recipe="sgd", dtype="float64"
     )
-    train(TrainConfig(**TINY, **common, out=str(tmp_path / "one")))
+    train(tiny_config(out=tmp_path / "one", **common))
     cli = cli_args(
         model="mobilenet_v2",
         width=0.35,
@@ -247,18 +213,17 @@ def test_fine_tuning_imported_weights_with_a_frozen_backbone(
     tag = "mobilenet_v2_100_224.tflite_uint8"
     before = lightnets.create_model("mobilenet_v2", weights=tag, num_classes=3)
     result = train(
-        TrainConfig(
-            **{**TINY, "model_kwargs": {}},
-            data=str(data),
-            out=str(tmp_path / "ft"),
+        tiny_config(
+            data,
+            tmp_path / "ft",
+            model_kwargs={},
             weights=tag,
             freeze_backbone=True,
-            epochs=1,
             batch_size=6,
             resolution=64,
             lr=0.05,
             ema_decay=0.0,
-        )
+        )  # fmt: skip
     )
     after = tensors(result.weights)
     start = before.state_dict()
@@ -271,18 +236,16 @@ def test_fine_tuning_imported_weights_with_a_frozen_backbone(
 
 def test_distillation_run_caches_teacher_logits(tiny_imagenette, tmp_path, one_thread):
     data = tiny_imagenette(classes=2, train=8, val=1)
-    common = dict(data=str(data), batch_size=8, resolution=32, epochs=1)
-    teacher = train(
-        TrainConfig(**{**TINY, "model_kwargs": {"width": 0.5}}, **common, out=str(tmp_path / "teacher"))
-    )
+    common = dict(data=str(data), batch_size=8)
+    teacher = train(tiny_config(out=tmp_path / "teacher", model_kwargs={"width": 0.5}, **common))
     student = dict(
         **common, teacher=str(tmp_path / "teacher"), teacher_cache=str(tmp_path / "cache"), views=1
     )
     student["epochs"] = 2
-    train(TrainConfig(**TINY, **student, out=str(tmp_path / "s1")))
+    train(tiny_config(out=tmp_path / "s1", **student))
     first = json.loads((tmp_path / "s1" / "summary.json").read_text())["teacher_cache"]
     assert first == {"misses": 16, "hits": 16, "repaired": 0}  # epoch 2 repeats view 0: all cached
-    train(TrainConfig(**TINY, **student, out=str(tmp_path / "s2")))
+    train(tiny_config(out=tmp_path / "s2", **student))
     second = json.loads((tmp_path / "s2" / "summary.json").read_text())["teacher_cache"]
     assert second == {"misses": 0, "hits": 32, "repaired": 0}
     a, b = tensors(tmp_path / "s1" / "model.safetensors"), tensors(tmp_path / "s2" / "model.safetensors")

@@ -22,19 +22,14 @@ from lightnets.data.images import load_image
 from lightnets.data.transforms import EvalTransform
 from lightnets.weights.importers.tflite import attach_activation_quantisation, import_tflite, read_tflite
 from lightnets.weights.load import load_weights
-from lightnets.weights.spec import get_weights
+from lightnets.weights.spec import get_weights, list_weights
 from lightnets.weights.store import WeightsError, resolve
 
 litert = pytest.importorskip("ai_edge_litert.interpreter")
 
-TAGS = (
-    "mobilenet_v1_025_128.tflite_uint8",
-    "mobilenet_v1_050_160.tflite_uint8",
-    "mobilenet_v1_075_192.tflite_uint8",
-    "mobilenet_v2_100_224.tflite_uint8",
-    "mobilenet_v2_100_224.tflite_int8_ptq",
-)
-V1_025, V1_050, V2_UINT8 = TAGS[0], TAGS[1], TAGS[3]
+TAGS = tuple(list_weights("*.tflite_*"))  # every TFLite weight set
+V1_025, V1_050 = "mobilenet_v1_025_128.tflite_uint8", "mobilenet_v1_050_160.tflite_uint8"
+V2_UINT8 = "mobilenet_v2_100_224.tflite_uint8"
 FAST_STEP = 5  # the agreement tests use every 5th image: 100 images spread over all 500 classes
 QUICK_STEP = 10  # the other comparisons: 50 images
 

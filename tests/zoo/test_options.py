@@ -13,8 +13,19 @@ from lightnets.models import registry
 from lightnets.zoo import add_model_options, model_kwargs
 from lightnets.zoo.options import docstring_arguments, model_options
 
-EXPECTED = ("--width", "--groups", "--scale", "--no-shuffle", "--variant", "--expansion", "--bypass",
-            "--dropout", "--num-classes", "--sr", "--pct3x3")
+EXPECTED = (
+    "--width",
+    "--groups",
+    "--scale",
+    "--no-shuffle",
+    "--variant",
+    "--expansion",
+    "--bypass",
+    "--dropout",
+    "--num-classes",
+    "--sr",
+    "--pct3x3",
+)
 
 
 def subcommand_help(name: str) -> str:
@@ -33,7 +44,7 @@ def test_every_command_lists_every_model_option(command):
 def test_the_three_commands_list_the_same_options():
     def flags(command: str) -> set[str]:
         text = subcommand_help(command)
-        section = text[text.index("model options:"):].split("\n\n", 2)[1]  # up to the next group
+        section = text[text.index("model options:") :].split("\n\n", 2)[1]  # up to the next group
         return {word.rstrip(",") for word in section.split() if word.startswith("--")}
 
     assert flags("profile") == flags("export") == flags("train")
