@@ -24,12 +24,13 @@ from .tasks.cli import add_segment_parsers, add_segmentation_eval_options, cmd_e
 from .tasks.costs import cost_by_part
 from .weights import convert, get_weights, list_weights
 from .zoo import (
-    add_model_options,
+    add_model_or_weights_options,
     add_weights_options,
-    create_model,
     labels_of,
     model_for_weights,
+    model_from_args,
     model_kwargs,
+    transform_of,
 )
 
 DESCRIPTION = """\
@@ -73,10 +74,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    model = create_model(args.model, **model_kwargs(args, args.model))
-    size = args.resolution
+    model = model_from_args(args)
+    size = args.resolution or (transform_of(model).size if args.weights else 224)
+    name = args.model or getattr(model, "model_name", None) or str(args.weights)
     report = profile(model, (3, size, size), memory=args.memory)
-    report.model = args.model
+    report.model = name
     parts = cost_by_part(report, model)  # a task model's backbone and head, apart
     if args.format == "json":
         out = report.to_dict(by_layer=args.by_layer)
@@ -89,7 +91,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
     sections = []
     if parts:
         part_rows = [(p.part, p.params, p.bn_params, p.madds, 100.0 * p.madds / report.madds) for p in parts]
-        sections.append(render(("part", "params", "BatchNorm params", "madds", "madds %"), part_rows, args.format))
+        sections.append(
+            render(("part", "params", "BatchNorm params", "madds", "madds %"), part_rows, args.format)
+        )
     if args.by_layer:
         rows = [
             (
@@ -126,7 +130,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
             )
             sections.append(title + "\n" + render(("size", "max channels", "KB"), rows, args.format))
     summary = (
-        f"{args.model} at {size}x{size}: {report.params:,} params "
+        f"{name} at {size}x{size}: {report.params:,} params "
         f"({report.params / 1e6:.2f} M, BatchNorm apart: {report.bn_params:,}), "
         f"{report.madds:,} multiply-adds ({report.madds / 1e6:.1f} M)"
     )
@@ -264,9 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(one per multiply-accumulate, convolutions and FC layers, as the papers count) and, with "
         "--memory, its peak activation memory.",
     )
-    p.add_argument("model", help="a registered name (see 'lightnets list')")
-    p.add_argument("--resolution", type=positive_int, default=224, help="input side in pixels (default 224)")
-    add_model_options(p)
+    add_model_or_weights_options(p)
+    p.add_argument(
+        "--resolution", type=positive_int, help="input side in pixels (default: the weights' crop, or 224)"
+    )
     p.add_argument("--by-layer", action="store_true", help="one row per layer")
     p.add_argument("--by-kind", action="store_true", help="totals per layer kind (default view)")
     p.add_argument("--memory", action="store_true", help="peak activation memory, layer and block execution")

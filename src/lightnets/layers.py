@@ -273,6 +273,8 @@ class InvertedResidual(nn.Module):
         self.inner_name = "expand"
         self.inner_channels = hidden_channels
         self.inner_stride = 1
+        # Set once models.slimming removes inner channels: the weights then record the width.
+        self.narrowed = False
 
     def forward(self, x: Tensor) -> Tensor:
         return self._after_expand(self.expand(x), x)
@@ -333,6 +335,8 @@ class Fire(nn.Module):
         self.inner_name = "squeeze"
         self.inner_channels = squeeze
         self.inner_stride = 1
+        # Set once models.slimming removes inner channels: the weights then record the width.
+        self.narrowed = False
 
     def forward(self, x: Tensor) -> Tensor:
         return self._after_squeeze(self.squeeze(x), x)

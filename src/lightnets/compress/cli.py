@@ -13,7 +13,7 @@ from ..files import write_bytes
 from ..render import FORMATS, render
 from ..weights.container import SUFFIX
 from ..weights.load import metadata_json
-from ..zoo import add_model_options, model_for_weights, model_kwargs, transform_of
+from ..zoo import add_model_or_weights_options, model_from_args, transform_of
 
 DESCRIPTION = f"""\
 Compress a trained model as Deep Compression does: fold BatchNorm, prune by magnitude
@@ -23,6 +23,11 @@ layer's weights through a k-means codebook of --share-bits bits and train the ce
 then Huffman-code the codebook indices and the gaps of the sparse encoding (--huffman).
 The output ({SUFFIX}) is read by every command as --weights, and by
 create_model(name, weights=FILE).
+
+Structured pruning (--channels) removes whole channels instead: the inner channels of
+every block (MobileNetV2's expansions, SqueezeNet's squeeze layers) with the smallest
+pointwise filters (L1 norm, BatchNorm scale folded in), leaving a smaller dense model
+that is faster everywhere; written as .safetensors on its own, or compressed further.
 """
 
 EPILOG = """\
@@ -31,6 +36,8 @@ examples:
       --huffman --recovery-data imagenette/train --recovery-steps 300 -o squeezenet1_1.lnz
   lightnets compress --weights squeezenet1_1.gluon_npy --sparsities sparsities.csv --share-bits 5 \\
       --huffman -o small.lnz --deep-compression small.net
+  lightnets compress mobilenet_v2 --weights mobilenet_v2_100_224.tflite_uint8 --channels 0.25 \
+      --recovery-data imagenette/train --recovery-steps 300 -o mobilenet_v2_slim.safetensors
   lightnets eval --data imagenet-sample/ --weights squeezenet1_1.lnz
 """
 
@@ -51,12 +58,14 @@ def add_compress_parser(subparsers: Any) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", nargs="?", help="a registered name (optional when --weights says)")
-    p.add_argument("--weights", required=True, help="the trained weights: a tag or a file")
-    p.add_argument(
-        "--weights-root", metavar="DIR", help="folder of original weight files ($LIGHTNETS_WEIGHTS)"
-    )
+    add_model_or_weights_options(p, weights_required=True)
     g = p.add_argument_group("steps")
+    g.add_argument(
+        "--channels",
+        type=number_in(0, 1, high_open=True),
+        metavar="FRACTION",
+        help="structured pruning first: remove this fraction of every block's inner channels, in [0, 1)",
+    )
     g.add_argument(
         "--prune",
         type=number_in(0, 1, high_open=True),
@@ -94,11 +103,16 @@ def add_compress_parser(subparsers: Any) -> argparse.ArgumentParser:
     r.add_argument("--recovery-batch", type=positive_int, default=32, help="batch size (32)")
     r.add_argument("--recovery-lr", type=number_in(1e-9, 1.0), default=1e-4, help="Adam learning rate (1e-4)")
     r.add_argument("--teacher-cache", metavar="DIR", help="keep the teacher's logits here between runs")
-    p.add_argument("-o", "--output", required=True, metavar=f"FILE{SUFFIX}")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar=f"FILE{SUFFIX}",
+        help=f"the compressed file ({SUFFIX}); .safetensors for a model only narrowed by --channels",
+    )
     p.add_argument("--deep-compression", metavar="FILE.net", help="also write the authors' .net format")
     p.add_argument("--format", choices=FORMATS, default="table", help="of the summary table")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_model_options(p)
     p.set_defaults(func=cmd_compress)
     return p
 
@@ -122,8 +136,18 @@ def cmd_compress(args: argparse.Namespace) -> int:
     from .recovery import recovery_images
 
     output = Path(args.output)
-    if output.suffix != SUFFIX:
-        raise ValueError(f"{output}: the output must end in {SUFFIX}")
+    dense = output.suffix == ".safetensors"
+    if not dense and output.suffix != SUFFIX:
+        raise ValueError(f"{output}: the output must end in {SUFFIX} (or .safetensors with --channels alone)")
+    if dense:
+        others = [o for o, v in (("--prune", args.prune), ("--sparsities", args.sparsities),
+                 ("--share-bits", args.share_bits), ("--huffman", args.huffman or None),
+                 ("--deep-compression", args.deep_compression)) if v is not None]  # fmt: skip
+        if args.channels is None or others:
+            raise ValueError(
+                f"{output}: a .safetensors output holds a dense model narrowed by --channels alone"
+                + (f"; {', '.join(others)} need a {SUFFIX} output" if others else "")
+            )
     if args.deep_compression and Path(args.deep_compression).suffix != ".net":
         raise ValueError(f"{args.deep_compression}: the Deep Compression file must end in .net")
     if args.deep_compression and args.share_bits is None:
@@ -134,7 +158,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         )
     sparsities = read_sparsities(args.sparsities) if args.sparsities else None
     paths = recovery_images(args.recovery_data, args.recovery_images) if args.recovery_data else None
-    model = model_for_weights(args.weights, args.model, args.weights_root, **model_kwargs(args, args.model))
+    model = model_from_args(args)
     name = getattr(model, "model_name", None) or args.model
     recovery = None
     if paths and args.recovery_steps:
@@ -154,6 +178,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
         calibration = load_batches(
             chosen, transform_of(model), args.recovery_batch, not args.quiet, "calibration"
         )
+    if args.channels is not None:
+        original = model
+        model, narrowed = narrow(original, args.channels, recovery, not args.quiet)
+        if dense:
+            return report_narrowed(original, model, narrowed, name, output, args.format)
     compressed = compress_model(
         model,
         sparsity=args.prune,
@@ -204,3 +233,48 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
 
 HEADERS = ("tensor", "params", "non-zeros", "bits", "bytes", "encoding")
+
+
+def narrow(model: Any, fraction: float, recovery: Any, progress: bool) -> tuple[Any, list]:
+    """A copy of ``model`` narrowed by structured pruning, recovered from the original;
+    and the blocks' rows (:class:`.channels.ChannelRow`)."""
+    import copy
+
+    from .channels import prune_channels
+    from .pipeline import run_recovery
+
+    narrowed = copy.deepcopy(model)
+    rows = prune_channels(narrowed, fraction)
+    if recovery is not None:
+        run_recovery(narrowed, model, recovery, recovery.steps, 0, "channel recovery", progress)
+    return narrowed, rows
+
+
+def report_narrowed(original: Any, model: Any, narrowed: list, name: str, output: Path, fmt: str) -> int:
+    """Write a narrowed dense model; print what each block kept, and the costs."""
+    from ..cost import profile
+    from ..weights import convert
+
+    size = transform_of(model).size
+    before, after = profile(original, (3, size, size)), profile(model, (3, size, size))
+    convert(model, output)
+    rows = [(r.name, r.before, r.after) for r in narrowed]
+    if fmt == "json":
+        print(
+            json.dumps(
+                {
+                    "blocks": [dict(zip(("block", "before", "after"), r, strict=True)) for r in rows],
+                    "params": [before.params, after.params],
+                    "madds": [before.madds, after.madds],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(render(("block", "inner channels before", "after"), rows, fmt))
+    print(
+        f"\nwritten {output} ({name}, {size} px): parameters {before.params:,} -> {after.params:,} "
+        f"({after.params / before.params:.0%}), multiply-adds {before.madds / 1e6:,.1f} M -> "
+        f"{after.madds / 1e6:,.1f} M ({after.madds / before.madds:.0%})"
+    )
+    return 0

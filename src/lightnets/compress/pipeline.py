@@ -129,7 +129,7 @@ class _Step:
         self.memory[self.name] = max(self.memory.get(self.name, 0), peak)
 
 
-def _recover(
+def run_recovery(
     work: nn.Module, teacher: nn.Module, recovery: Recovery, steps: int, seed: int, desc: str, progress: bool
 ) -> list[float]:
     return recover(
@@ -194,7 +194,7 @@ def compress_model(
         timings["reconstruct"] = time.perf_counter() - start
         if recovery is not None and recovery.steps:
             start = time.perf_counter()
-            losses += _recover(work, teacher, recovery, recovery.steps, 100, "recovery", progress)
+            losses += run_recovery(work, teacher, recovery, recovery.steps, 100, "recovery", progress)
             timings["recovery"] = time.perf_counter() - start
         if bits is not None:
             shared = codebooks(work)
@@ -210,7 +210,7 @@ def compress_model(
                     steps = max(1, recovery.steps // prune_stages)
                     start = time.perf_counter()
                     desc = f"recovery after pruning ({stage}/{prune_stages})"
-                    losses += _recover(work, teacher, recovery, steps, stage, desc, progress)
+                    losses += run_recovery(work, teacher, recovery, steps, stage, desc, progress)
                     timings["recovery (pruning)"] = (
                         timings.get("recovery (pruning)", 0.0) + time.perf_counter() - start
                     )
@@ -220,7 +220,7 @@ def compress_model(
             if recovery is not None and recovery.steps:
                 start = time.perf_counter()
                 desc = "recovery of the shared weights"
-                losses += _recover(work, teacher, recovery, recovery.steps, 100, desc, progress)
+                losses += run_recovery(work, teacher, recovery, recovery.steps, 100, desc, progress)
                 timings["recovery (sharing)"] = time.perf_counter() - start
             shared = codebooks(work)
     finish(work)

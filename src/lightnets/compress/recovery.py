@@ -197,7 +197,7 @@ def recover(
                 loss.backward()
                 optimiser.step()
                 schedule.step()
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
                 step += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}")

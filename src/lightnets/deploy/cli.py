@@ -22,7 +22,12 @@ from typing import Any
 from torch import nn
 
 from ..arguments import at_least, non_negative_int, positive_int
-from ..zoo import add_model_options, create_model, model_for_weights, model_kwargs
+from ..zoo import (
+    add_model_options,
+    add_model_or_weights_options,
+    model_from_args,
+    model_kwargs,
+)
 from .calibration import DEFAULT_CALIBRATION_IMAGES
 from .export import DEFAULT_OPSET, export_onnx
 from .quantize import CALIBRATION_METHODS, quantize_onnx
@@ -42,15 +47,6 @@ __all__ = [
 RUNTIMES = ("pytorch", "onnxruntime")
 
 
-def _model(args: argparse.Namespace) -> nn.Module:
-    if args.model is None and args.weights is None:
-        raise ValueError("give a MODEL, --weights, or both")
-    kwargs = model_kwargs(args, args.model)
-    if args.weights is None:
-        return create_model(args.model, **kwargs)
-    return model_for_weights(args.weights, args.model, args.weights_root, **kwargs)
-
-
 def cmd_export(args: argparse.Namespace) -> int:
     """``lightnets export``: write the ONNX file, then verify it on images if asked."""
     output = Path(args.output)
@@ -58,7 +54,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise ValueError(f"{output}: the output must end in .onnx")
     if args.int8 and not args.calibration:
         raise ValueError("--int8 needs --calibration DIR, a folder of real images")
-    model = _model(args).eval()
+    model = model_from_args(args).eval()
     with tempfile.TemporaryDirectory() as folder:
         fp32 = Path(folder) / "fp32.onnx" if args.int8 else output
         export_onnx(model, fp32, input_size=args.input_size, opset=args.opset, fold=not args.no_fold)
@@ -116,11 +112,7 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--calibration imagenette/train --verify imagenet-sample/",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", nargs="?", help="a registered name (optional when --weights says)")
-    p.add_argument("--weights", help="a weights tag or file (default: random initialisation)")
-    p.add_argument(
-        "--weights-root", metavar="DIR", help="folder of original weight files ($LIGHTNETS_WEIGHTS)"
-    )
+    add_model_or_weights_options(p)
     p.add_argument("-o", "--output", required=True, metavar="FILE.onnx")
     p.add_argument(
         "--input-size", type=positive_int, help="input side in pixels (default: the weights' crop, or 224)"
@@ -129,7 +121,6 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--opset", type=at_least(17), default=DEFAULT_OPSET, help=f"ONNX opset, 17 or newer ({DEFAULT_OPSET})"
     )
     p.add_argument("--no-fold", action="store_true", help="do not fold BatchNorm before exporting")
-    add_model_options(p)
     q = p.add_argument_group("int8")
     q.add_argument("--int8", action="store_true", help="quantise to int8 (QDQ, per-channel weights)")
     q.add_argument("--calibration", metavar="DIR", help="folder of real images to calibrate on")

@@ -37,6 +37,8 @@ MAX_NAME = 1_000  # characters of one class name or other string value
 MAX_SOURCE = 4_096  # characters of converted_from (a path or tag)
 MAX_NUMBER = 1e6  # magnitude of a numeric model argument
 MAX_SIDECAR_BYTES = 16 << 20  # a metadata .json beside a file
+MAX_BLOCKS = 10_000  # narrowed blocks named in inner_widths
+MAX_WIDTH = 1 << 20  # channels of one narrowed block
 
 
 def tensors_sha256(state: dict[str, Tensor]) -> str:
@@ -120,7 +122,9 @@ def parse_metadata(raw: str | dict | None, source: str | Path) -> dict:
     Keys: ``model`` (a registered model), ``model_kwargs`` (arguments that model's
     builder takes, JSON scalars), ``num_classes`` (1..``MAX_CLASSES``), ``transform``
     (see :meth:`EvalTransform.from_dict`), ``categories`` (a label-set name or up to
-    ``MAX_CLASSES`` class names), ``converted_from`` (a string). Other keys are dropped.
+    ``MAX_CLASSES`` class names), ``converted_from`` (a string), ``inner_widths`` (the
+    channels kept in each narrowed block, :mod:`lightnets.models.slimming`: block names to
+    whole numbers). Other keys are dropped.
     Raises :class:`WeightsError` naming ``source`` and the problem.
     """
     if raw is None or raw == "":
@@ -132,7 +136,9 @@ def parse_metadata(raw: str | dict | None, source: str | Path) -> dict:
         except (json.JSONDecodeError, RecursionError) as error:
             raise WeightsError(f"{source}: its lightnets metadata is not valid JSON ({error})") from None
     if not isinstance(data, dict):
-        raise WeightsError(f"{source}: its lightnets metadata must be a JSON object, not {type(data).__name__}")
+        raise WeightsError(
+            f"{source}: its lightnets metadata must be a JSON object, not {type(data).__name__}"
+        )
 
     def bad(problem: str) -> WeightsError:
         return WeightsError(f"{source}: bad lightnets metadata: {problem}")
@@ -172,7 +178,25 @@ def parse_metadata(raw: str | dict | None, source: str | Path) -> dict:
         if not isinstance(source_value, str) or len(source_value) > MAX_SOURCE:
             raise bad(f"'converted_from' must be a string of at most {MAX_SOURCE} characters")
         out["converted_from"] = source_value
+    if data.get("inner_widths") is not None:
+        out["inner_widths"] = _check_widths(data["inner_widths"], bad)
     return out
+
+
+def _check_widths(widths: object, bad) -> dict[str, int]:
+    if not isinstance(widths, dict) or len(widths) > MAX_BLOCKS:
+        raise bad(f"'inner_widths' must be an object of at most {MAX_BLOCKS} block names")
+    for name, width in widths.items():
+        if (
+            len(name) > 200
+            or isinstance(width, bool)
+            or not isinstance(width, int)
+            or not 1 <= width <= MAX_WIDTH
+        ):
+            raise bad(
+                f"inner_widths.{name[:200]} must be a whole number in 1..{MAX_WIDTH}, got {_show(width)}"
+            )
+    return dict(widths)
 
 
 def _show(value: object) -> str:

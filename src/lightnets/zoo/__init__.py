@@ -11,17 +11,25 @@ imports a higher one:
 """
 
 from .create import create_model, model_for_weights
-from .options import add_model_options, add_weights_options, model_kwargs
+from .options import (
+    add_model_options,
+    add_model_or_weights_options,
+    add_weights_options,
+    model_from_args,
+    model_kwargs,
+)
 from .pretrained import ImageClassifier, Model, labels_of, num_classes_of, pretrained_config, transform_of
 
 __all__ = [
     "ImageClassifier",
     "Model",
     "add_model_options",
+    "add_model_or_weights_options",
     "add_weights_options",
     "create_model",
     "labels_of",
     "model_for_weights",
+    "model_from_args",
     "model_kwargs",
     "num_classes_of",
     "pretrained_config",

@@ -8,7 +8,9 @@ from typing import Any
 from torch import nn
 
 from ..models import build_model, entry_arguments
-from ..weights.load import load_weights, model_arguments_for, model_name_of_weights
+from ..models.slimming import narrow_to
+from ..weights.load import inner_widths_of, load_weights, model_arguments_for, model_name_of_weights
+from ..weights.store import WeightsError
 from .pretrained import num_classes_of
 
 
@@ -29,7 +31,14 @@ def create_model(
     wanted_classes = arguments.pop("num_classes", None)
     builder = entry.builder.__name__
     arguments = model_arguments_for(builder, weights, arguments)
-    model = load_weights(build_model(builder, **arguments), weights, root=weights_root)
+    model = build_model(builder, **arguments)
+    try:  # a narrowed model (structured pruning) is rebuilt in its narrower shapes first
+        narrow_to(model, inner_widths_of(weights))
+    except WeightsError:
+        raise
+    except ValueError as error:
+        raise WeightsError(f"{weights}: {error}") from None
+    model = load_weights(model, weights, root=weights_root)
     if wanted_classes is not None and wanted_classes != num_classes_of(model):
         reset_classifier = getattr(model, "reset_classifier", None)
         if not callable(reset_classifier):

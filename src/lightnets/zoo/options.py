@@ -204,3 +204,30 @@ def add_weights_options(
         "--weights-root", metavar="DIR", help="folder of original weight files ($LIGHTNETS_WEIGHTS)"
     )
     add_model_options(parser)
+
+
+def add_model_or_weights_options(parser: argparse.ArgumentParser, weights_required: bool = False) -> None:
+    """``MODEL`` (optional when the weights say), ``--weights``, ``--weights-root`` and the
+    model options: what a command that works on an architecture, trained or not, takes."""
+    parser.add_argument("model", nargs="?", help="a registered name (optional when --weights says)")
+    parser.add_argument(
+        "--weights",
+        required=weights_required,
+        help="a weights tag or file" + ("" if weights_required else " (default: random initialisation)"),
+    )
+    parser.add_argument(
+        "--weights-root", metavar="DIR", help="folder of original weight files ($LIGHTNETS_WEIGHTS)"
+    )
+    add_model_options(parser)
+
+
+def model_from_args(args: argparse.Namespace) -> Any:
+    """The model ``MODEL`` and ``--weights`` name (randomly initialised without weights)."""
+    from .create import create_model, model_for_weights
+
+    if args.model is None and args.weights is None:
+        raise ValueError("give a MODEL, --weights, or both")
+    kwargs = model_kwargs(args, args.model)
+    if args.weights is None:
+        return create_model(args.model, **kwargs)
+    return model_for_weights(args.weights, args.model, args.weights_root, **kwargs)
