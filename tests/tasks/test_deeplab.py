@@ -179,3 +179,11 @@ def test_onnx_export_gives_the_same_scores(tmp_path):
         want = model(x).numpy()
     assert got.shape == (2, 2, 64, 64)
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-3)
+
+
+def test_the_export_command_names_a_segmenters_classes(tmp_path, capsys):
+    """A segmenter's scores are (N, classes, H, W): its classes are axis 1, not the width."""
+    out = tmp_path / "seg.onnx"
+    argv = ["export", "deeplabv3_mobilenet_v2", "--width", "0.35", "--num-classes", "2"]
+    assert main([*argv, "--input-size", "96", "-o", str(out)]) == 0
+    assert "2 classes" in capsys.readouterr().out

@@ -95,8 +95,10 @@ class Runtime:
                 f"{self.path}: its transform crops {self.transform.size} pixels but the input is "
                 f"{self.input_size[1]}x{self.input_size[2]}"
             )
-        last = outputs[0].shape[-1] if outputs[0].shape else None
-        self.num_classes = last if isinstance(last, int) else len(self.metadata.class_names)
+        # Class scores are (N, classes) from a classifier, (N, classes, H, W) from a segmenter.
+        shape = outputs[0].shape or []
+        classes = shape[1] if len(shape) == 4 else shape[-1] if shape else None
+        self.num_classes = classes if isinstance(classes, int) else len(self.metadata.class_names)
         self.class_names = self.metadata.class_names or [str(i) for i in range(self.num_classes)]
         # What lightnets.predict / evaluate look up on a model.
         self.pretrained_cfg = PretrainedConfig(
