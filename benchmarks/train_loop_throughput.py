@@ -18,7 +18,9 @@ no loader workers (the default). Each arm takes its batches from its own data pa
 The arms are measured in alternation, ``--rounds`` times ``--steps`` steps each (the
 order flips every round), so the load of other jobs falls on all alike; the median
 images/s and the paired ratios (within a round) are reported.
-Writes results/train_loop_throughput.md and .csv.
+Writes results/train_loop_throughput_<precision>.md and .csv, the precision the new
+default chose on this CPU (float32, or bfloat16 where the CPU has it natively), so the
+measurements of both kinds of machine stand side by side.
 """
 
 from __future__ import annotations
@@ -118,7 +120,8 @@ def main() -> None:
         k: statistics.median(a / b for a, b in zip(rates["new default"], rates[k], strict=True))
         for k in ("old default", "plain PyTorch fp32")
     }
-    with atomic_write(RESULTS / "train_loop_throughput.csv", "w", newline="") as handle:
+    stem = RESULTS / f"train_loop_throughput_{new.precision.split()[0]}"
+    with atomic_write(stem.with_suffix(".csv"), "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["arm", "median_img_s", "rounds_img_s"])
         for k, v in rates.items():
@@ -142,7 +145,7 @@ def main() -> None:
     lines += ["", "Rounds (images/s):", ""] + [
         f"- {k}: " + " ".join(f"{x:.1f}" for x in v) for k, v in rates.items()
     ]
-    write_text(RESULTS / "train_loop_throughput.md", "\n".join(lines) + "\n")
+    write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
     for t in (old, new):
         t.close()
     print("\n".join(lines))

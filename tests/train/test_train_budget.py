@@ -2,6 +2,7 @@
 
 import json
 import math
+import time
 import warnings
 
 import numpy as np
@@ -170,6 +171,29 @@ def test_budgeted_run_reports_its_budget_and_recommends_weights(tiny_imagenette,
         assert '"size": 40' in handle.metadata()["lightnets"].replace(" ", " ")
     model = lightnets.create_model("mobilenet_v2", weights=str(out / "model.safetensors"))
     assert model.pretrained_cfg.transform.size == 40
+
+
+def test_a_run_that_slows_down_plans_again_and_keeps_its_budget(
+    tiny_imagenette, tmp_path, one_thread, monkeypatch
+):
+    """The machine gets slower after the probe (another job starts): a run that kept its
+    first plan would take several times its budget; re-planned, it ends near it."""
+    data = tiny_imagenette(classes=2, train=8, val=2)
+    out = tmp_path / "run"
+    step = Trainer.train_step
+
+    def slower_after_the_plan(self, batch):
+        if "planned_at_step" in self.budget_log:
+            time.sleep(0.03)
+        return step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", slower_after_the_plan)
+    started = time.perf_counter()
+    train(tiny_config(data, out, time_budget=12, threads=None))
+    took = time.perf_counter() - started
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["budget"]["replans"] >= 1 and summary["schedule"]["replay_exact"] is False
+    assert took < 12 * 1.3, took
 
 
 def test_replaying_a_budgeted_run_with_steps(tiny_imagenette, tmp_path, one_thread):

@@ -104,6 +104,11 @@ LAST_WEIGHTS_FILE = "model_last.safetensors"  # the optimiser's weights, when th
 PROBE_STEPS = 10  # a budgeted run measures its throughput over its first steps
 PROBE_FRACTION = 0.03  # ... or over fewer, once they took this fraction of the budget
 PROVISIONAL_STEPS = 10**9  # a budgeted run's length before the probe has measured it
+# A planned run checks its pace after each tenth of its steps (once warmed up), and plans
+# its length again when that pace would end it off its budget by more than PACE_DRIFT of
+# the budget: a machine shared with other jobs slows down and speeds up.
+PACE_CHECKS = 10
+PACE_DRIFT = 0.03
 
 
 class SkippedImageWarning(UserWarning):
@@ -269,6 +274,7 @@ class Trainer:
         self.session_start = time.perf_counter() if started is None else started
         self.spent_before = 0.0
         self.budget_log: dict[str, float] = {}
+        self.pace_time, self.pace_step = 0.0, 0  # where a planned run's pace is measured from
         self.env = env
         self.out = Path(config.out)  # as given: every file of the run is found from it
         self.lock: RunLock | None = None
@@ -679,15 +685,17 @@ class Trainer:
         """Seconds of the budget spent: this process's and the run's earlier ones'."""
         return self.spent_before + time.perf_counter() - self.session_start
 
-    def _plan_budget(self, seconds_per_step: float) -> None:
-        """Fit the run's length to what is left of the budget at ``seconds_per_step``."""
+    def _plan_budget(self, seconds_per_step: float, again: bool = False) -> None:
+        """Fit the run's length to what is left of the budget at ``seconds_per_step``
+        (``again``: a run that already planned once and is off its pace)."""
         c = self.config
         assert c.time_budget is not None
-        val_images = len(self.val_indices)
-        # Evaluation (the model and its EMA): one validation batch timed now; then writing
-        # the weights and the last checkpoint.
-        evaluation = val_images * self._eval_seconds_per_image() * (2 if self.ema is not None else 1)
-        finish = 2.0 + 0.01 * c.time_budget
+        if again:
+            evaluation = self.budget_log["reserved_evaluation_s"]
+        else:  # the model and its EMA on the validation images, one batch timed now
+            val_images = len(self.val_indices)
+            evaluation = val_images * self._eval_seconds_per_image() * (2 if self.ema is not None else 1)
+        finish = 2.0 + 0.01 * c.time_budget  # writing the weights and the last checkpoint
         left = c.time_budget - self.spent() - evaluation - finish
         steps = max(self.step + 1, self.step + int(left / seconds_per_step))
         # Every process runs rank 0's plan.
@@ -696,6 +704,20 @@ class Trainer:
         if self.fit_ema:
             assert self.ema is not None
             self.ema.decay = fitted_ema_decay(steps)
+        if again:
+            self.budget_log.update(
+                {
+                    "replans": self.budget_log.get("replans", 0.0) + 1,
+                    "last_replan_at_step": self.step,
+                    "last_replan_images_per_s": c.batch_size / seconds_per_step,
+                }
+            )
+            if self.env.is_main and c.progress:
+                tqdm.write(
+                    f"time budget: {c.batch_size / seconds_per_step:.1f} img/s since the last check, "
+                    f"the run planned again to {steps} steps"
+                )
+            return
         self.budget_log.update(
             {
                 "planned_at_step": self.step,
@@ -712,6 +734,28 @@ class Trainer:
                 f"{self.schedule.warmup_steps} steps"
                 + (f", EMA decay {self.ema.decay:.4f}" if self.ema is not None else "")
             )
+
+    def _keep_pace(self) -> bool:
+        """After each of PACE_CHECKS parts of a planned run: plan again if the pace since
+        the last check would end it off its budget (by more than PACE_DRIFT of it).
+        Returns whether it planned again. Rank 0 decides for all processes."""
+        c = self.config
+        assert c.time_budget is not None
+        if self.step < self.schedule.warmup_steps:
+            return False
+        if self.step - self.pace_step < max(1, self.schedule.total // PACE_CHECKS):
+            return False
+        now = time.perf_counter()
+        seconds_per_step = (now - self.pace_time) / (self.step - self.pace_step)
+        self.pace_time, self.pace_step = now, self.step
+        log = self.budget_log
+        reserved = log.get("reserved_evaluation_s", 0.0) + log.get("reserved_finish_s", 0.0)
+        end = self.spent() + (self.schedule.total - self.step) * seconds_per_step + reserved
+        off = abs(end - c.time_budget) > PACE_DRIFT * c.time_budget
+        if not distributed.all_reduce_sum(self.env, [float(off and self.env.is_main)])[0]:
+            return False
+        self._plan_budget(seconds_per_step, again=True)
+        return True
 
     def _probe_done(self, probe_start: float, steps: int) -> bool:
         """Whether the throughput has been measured long enough: after PROBE_STEPS, or
@@ -944,6 +988,7 @@ class Trainer:
         last_lr = self.schedule.lr_at(self.step)
         probe_start: float | None = None
         probe_first = self.step
+        self.pace_time, self.pace_step = time.perf_counter(), self.step
         training_start = time.perf_counter()
         epoch = self.epoch
         while epoch < self.total_epochs and self.step < self.schedule.total:
@@ -972,9 +1017,12 @@ class Trainer:
                     elif probe_start is not None and self._probe_done(probe_start, self.step - probe_first):
                         elapsed = time.perf_counter() - probe_start
                         self._plan_budget(elapsed / (self.step - probe_first - 2))
+                        self.pace_time, self.pace_step = time.perf_counter(), self.step
                         bar.total = min(
                             self.steps_per_epoch, self.schedule.total - epoch * self.steps_per_epoch
                         )
+                elif c.time_budget is not None and self._keep_pace():
+                    bar.total = min(self.steps_per_epoch, self.schedule.total - epoch * self.steps_per_epoch)
                 self.batch_in_epoch += 1
                 for i in range(3):
                     interval[i] += sums[i]
@@ -1136,6 +1184,9 @@ class Trainer:
                     "kind": self.schedule.kind,
                     "ema_decay": self.ema.decay if self.ema is not None else None,
                     "replay": f"--steps {self.schedule.total}" if self.budgeted else None,
+                    # A run that planned again mid-way ran its first part on the earlier
+                    # plan's schedule; the replay runs the final plan from the start.
+                    "replay_exact": not self.budget_log.get("replans"),
                 },
                 "budget": self._budget_summary(),
                 "skipped_images": sorted(self.warned),
