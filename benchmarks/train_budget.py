@@ -40,6 +40,13 @@ ROWS = {
     "mnv2_10m": ("MobileNetV2 1.0", ["--model", "mobilenet_v2"], 128, "10m"),
     "squeezenet1_1_10m": ("SqueezeNet 1.1", ["--model", "squeezenet1_1"], 128, "10m"),
     "mnv2_30m": ("MobileNetV2 1.0", ["--model", "mobilenet_v2"], 128, "30m"),
+    # The recipe's ablation: progressive resizing against the fixed size of mnv2_5m.
+    "mnv2_5m_resize": (
+        "MobileNetV2 1.0, resized 96 -> 128",
+        ["--model", "mobilenet_v2", "--start-resolution", "96"],
+        128,
+        "5m",
+    ),
 }
 FIELDS = [
     "row", "model", "resolution", "budget", "command_s", "val_top1", "recommended", "steps",

@@ -20,7 +20,14 @@ from lightnets.train.cache import build_cache, square
 from lightnets.train.config import parse_duration
 from lightnets.train.hardware import auto_amp
 from lightnets.train.init import classifier_layer, has_normalisation, norm_free_init
-from lightnets.train.recipes import LRSchedule, fitted_ema_decay, norm_free_settings
+from lightnets.train.recipes import (
+    LRSchedule,
+    fitted_ema_decay,
+    norm_free_settings,
+    progressive_resolutions,
+    resized_cost,
+    steps_fitting,
+)
 from lightnets.train.trainer import NotLearningWarning, Trainer
 
 
@@ -173,11 +180,13 @@ def test_budgeted_run_reports_its_budget_and_recommends_weights(tiny_imagenette,
     assert model.pretrained_cfg.transform.size == 40
 
 
+@pytest.mark.parametrize("sizes", [{}, {"resolution": 48, "start_resolution": 32}])
 def test_a_run_that_slows_down_plans_again_and_keeps_its_budget(
-    tiny_imagenette, tmp_path, one_thread, monkeypatch
+    tiny_imagenette, tmp_path, one_thread, monkeypatch, sizes
 ):
     """The machine gets slower after the probe (another job starts): a run that kept its
-    first plan would take several times its budget; re-planned, it ends near it."""
+    first plan would take several times its budget; re-planned, it ends near it (with
+    progressive resizing too, whose later steps cost more than the probe's)."""
     data = tiny_imagenette(classes=2, train=8, val=2)
     out = tmp_path / "run"
     step = Trainer.train_step
@@ -189,11 +198,56 @@ def test_a_run_that_slows_down_plans_again_and_keeps_its_budget(
 
     monkeypatch.setattr(Trainer, "train_step", slower_after_the_plan)
     started = time.perf_counter()
-    train(tiny_config(data, out, time_budget=12, threads=None))
+    train(tiny_config(data, out, time_budget=12, threads=None, **sizes))
     took = time.perf_counter() - started
     summary = json.loads((out / "summary.json").read_text())
     assert summary["budget"]["replans"] >= 1 and summary["schedule"]["replay_exact"] is False
     assert took < 12 * 1.3, took
+
+
+def test_progressive_resizing_ramps_in_steps_of_16_then_holds_the_final_size():
+    sizes = progressive_resolutions(np.arange(1000), 1000, 96, 160)
+    assert sizes[0] == 96 and set(sizes[750:]) == {160}
+    assert np.all(np.diff(sizes) >= 0) and set(sizes) == {96, 112, 128, 144, 160}
+    assert set(progressive_resolutions(np.arange(10), 10, None, 128)) == {128}
+
+
+def test_a_budget_buys_more_steps_when_the_early_ones_are_smaller():
+    plain = steps_fitting(0, 100.0, 0.1, None, 128)
+    assert plain == 1000
+    resized = steps_fitting(0, 100.0, 0.1, 64, 128)
+    assert resized > plain
+    assert resized_cost(0, resized, resized, 64, 128) * 0.1 <= 100.0
+    assert resized_cost(0, resized + 1, resized + 1, 64, 128) * 0.1 > 100.0
+    assert steps_fitting(500, -5.0, 0.1, 64, 128) == 501  # out of time: one more step, not fewer
+
+
+def test_a_run_resizes_its_batches_progressively(tiny_imagenette, tmp_path, one_thread):
+    data = tiny_imagenette(classes=2, train=4, val=1)
+    seen = []
+    trainer = Trainer(
+        tiny_config(data, tmp_path / "run", epochs=2, batch_size=2, resolution=64, start_resolution=32),
+        _one_process(),
+    )
+    try:
+        trainer.model.register_forward_pre_hook(lambda m, args: seen.append((args[0].shape[-1], m.training)))
+        trainer.run()
+    finally:
+        trainer.close()
+    # 8 images, batch 2, 2 epochs: 8 steps, the ramp over the first 6 (32 + 32 * step / 6,
+    # down to a multiple of 16), then 64; the evaluations see the full size.
+    assert [size for size, training in seen if training] == [32, 32, 32, 48, 48, 48, 64, 64]
+    assert {size for size, training in seen if not training} == {64}
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["start_resolution"] == 32 and summary["resolution"] == 64
+
+
+def test_a_start_resolution_must_be_below_the_final_one_and_fit_the_model(tiny_imagenette, tmp_path):
+    with pytest.raises(ValueError, match="--start-resolution 128 must be below --resolution 128"):
+        tiny_config(tmp_path, tmp_path / "run", resolution=128, start_resolution=128)
+    data = tiny_imagenette(classes=2, train=2, val=1)
+    with pytest.raises(ValueError, match="--start-resolution 16 does not fit mobilenet_v2: .* at least 32"):
+        train(tiny_config(data, tmp_path / "run", resolution=64, start_resolution=16))
 
 
 def test_replaying_a_budgeted_run_with_steps(tiny_imagenette, tmp_path, one_thread):

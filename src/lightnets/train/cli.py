@@ -72,6 +72,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--resolution", type=int, help="input side in pixels (default 224)")
     g.add_argument(
+        "--start-resolution",
+        type=int,
+        metavar="PX",
+        help="progressive resizing: train from this side up to --resolution (a linear ramp over the "
+        "first 3/4 of the run in steps of 16 px, then --resolution); off by default",
+    )
+    g.add_argument(
         "--eval-resolution",
         type=int,
         help="evaluation input side (default --resolution); stored in the weights' metadata",

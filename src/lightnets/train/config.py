@@ -121,6 +121,9 @@ class TrainConfig:
     time_budget: float | None = None
     steps: int | None = None  # a run of exactly this many steps (replays a budgeted run)
     eval_resolution: int | None = None  # None: the training resolution
+    # Progressive resizing: train from this side up to ``resolution`` (None: at ``resolution``
+    # throughout); see recipes.progressive_resolutions.
+    start_resolution: int | None = None
     cache: bool = True  # decode the images once into a memory-mapped uint8 cache
     val_data: str | None = None
     limit_per_class: int | None = None  # train on the first N images of each class
@@ -189,6 +192,12 @@ class TrainConfig:
         r("batch_size", self.batch_size, 1, None, integer=True)
         r("resolution", self.resolution, 1, None, integer=True)
         r("eval_resolution", self.eval_resolution, 1, None, integer=True, unset=" (or unset: --resolution)")
+        r("start_resolution", self.start_resolution, 1, None, integer=True, unset=" (or unset: no resizing)")
+        if self.start_resolution is not None and self.start_resolution >= self.resolution:
+            raise ValueError(
+                f"--start-resolution {self.start_resolution} must be below --resolution {self.resolution}: "
+                "progressive resizing grows the images up to --resolution"
+            )
         r("time_budget", self.time_budget, 0, None, low_open=True, unset=" (or unset: --epochs)")
         r("steps", self.steps, 1, None, integer=True, unset=" (or unset: --epochs)")
         if self.time_budget is not None and self.steps is not None:

@@ -20,6 +20,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -227,6 +228,56 @@ class LRSchedule:
     def load_state_dict(self, state: dict) -> None:
         for key, value in state.items():
             setattr(self, key, value)
+
+
+# Progressive resizing: the training resolution grows linearly from the start size to the
+# final one over the first RESIZE_RAMP of the run, in steps of RESIZE_MULTIPLE pixels (each
+# size compiles its own kernels; fewer sizes, less warm-up), and stays final for the rest,
+# so the model ends on the resolution it is evaluated near.
+RESIZE_RAMP = 0.75
+RESIZE_MULTIPLE = 16
+
+
+def progressive_resolutions(steps: np.ndarray, total: int, start: int | None, final: int) -> np.ndarray:
+    """The training resolution at each of ``steps`` in a run of ``total`` steps that
+    resizes from ``start`` to ``final`` pixels (``start`` None: ``final`` throughout)."""
+    steps = np.asarray(steps)
+    if start is None or start >= final:
+        return np.full(steps.shape, final)
+    ramp = RESIZE_RAMP * total
+    linear = start + (final - start) * steps / ramp
+    rounded = np.maximum(start, np.floor(linear / RESIZE_MULTIPLE) * RESIZE_MULTIPLE)
+    return np.where(steps >= ramp, final, np.minimum(final, rounded)).astype(int)
+
+
+def resized_cost(first: int, last: int, total: int, start: int | None, final: int) -> float:
+    """The work of steps ``first`` .. ``last - 1`` in steps at the final resolution (a
+    convolutional network's work grows with the pixels: the square of the side)."""
+    if last <= first:
+        return 0.0
+    sizes = progressive_resolutions(np.arange(first, last), total, start, final)
+    return float(np.sum((sizes / final) ** 2))
+
+
+def steps_fitting(step: int, seconds: float, seconds_per_unit: float, start: int | None, final: int) -> int:
+    """The run length (at least ``step + 1``) whose remaining steps, from ``step``, take
+    ``seconds`` at ``seconds_per_unit`` per step at the final resolution. The ramp
+    stretches with the run, so the length is searched (the work grows with it)."""
+
+    def fits(total: int) -> bool:
+        return resized_cost(step, total, total, start, final) * seconds_per_unit <= seconds
+
+    smallest = (start / final) ** 2 if start is not None and start < final else 1.0
+    low, high = step + 1, step + 2 + int(max(0.0, seconds) / (seconds_per_unit * smallest))
+    if start is None or start >= final:
+        return max(low, step + int(max(0.0, seconds) / seconds_per_unit))
+    while low < high:  # the largest length that fits (the first step always runs)
+        middle = (low + high + 1) // 2
+        if fits(middle):
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def fitted_ema_decay(total_steps: int) -> float:

@@ -92,7 +92,10 @@ from .recipes import (
     fitted_ema_decay,
     norm_free_settings,
     parameter_groups,
+    progressive_resolutions,
     recipe_defaults,
+    resized_cost,
+    steps_fitting,
 )
 from .records import PLOT, MetricsLog, plot_curves
 from .sync_batchnorm import convert_sync_batchnorm
@@ -188,8 +191,8 @@ def build_model(name: str, weights: str | None, num_classes: int, kwargs: dict) 
         raise ValueError(f"cannot build {name} with {options}: {error}") from None
 
 
-def check_resolution(model: nn.Module, name: str, resolution: int) -> None:
-    """``ValueError`` unless an input of ``resolution`` pixels passes ``model``."""
+def check_resolution(model: nn.Module, name: str, resolution: int, option: str = "--resolution") -> None:
+    """``ValueError`` unless an input of ``resolution`` pixels (given as ``option``) passes ``model``."""
     try:
         check = getattr(model, "check_input_size", None)
         if check is not None:
@@ -201,7 +204,7 @@ def check_resolution(model: nn.Module, name: str, resolution: int) -> None:
                 model(torch.zeros(1, 3, resolution, resolution))
             model.train(was_training)
     except (ValueError, RuntimeError) as error:
-        raise ValueError(f"--resolution {resolution} does not fit {name}: {error}") from None
+        raise ValueError(f"{option} {resolution} does not fit {name}: {error}") from None
 
 
 def listing_digest(source, indices: list[int], root: str) -> str:
@@ -477,8 +480,10 @@ class Trainer:
             channel_order=order,
         )
         self.eval_transform = self.transform.eval_transform()
+        if c.start_resolution is not None:
+            check_resolution(self.model, c.model, c.start_resolution, "--start-resolution")
         if c.eval_resolution and c.eval_resolution != c.resolution:
-            check_resolution(self.model, c.model, c.eval_resolution)
+            check_resolution(self.model, c.model, c.eval_resolution, "--eval-resolution")
             self.eval_transform = TrainTransform.from_dict(
                 {**self.transform.to_dict(), "size": c.eval_resolution}
             ).eval_transform()
@@ -686,8 +691,9 @@ class Trainer:
         return self.spent_before + time.perf_counter() - self.session_start
 
     def _plan_budget(self, seconds_per_step: float, again: bool = False) -> None:
-        """Fit the run's length to what is left of the budget at ``seconds_per_step``
-        (``again``: a run that already planned once and is off its pace)."""
+        """Fit the run's length to what is left of the budget at ``seconds_per_step``, a
+        step at the final resolution (``again``: a run that already planned once and is
+        off its pace)."""
         c = self.config
         assert c.time_budget is not None
         if again:
@@ -697,7 +703,7 @@ class Trainer:
             evaluation = val_images * self._eval_seconds_per_image() * (2 if self.ema is not None else 1)
         finish = 2.0 + 0.01 * c.time_budget  # writing the weights and the last checkpoint
         left = c.time_budget - self.spent() - evaluation - finish
-        steps = max(self.step + 1, self.step + int(left / seconds_per_step))
+        steps = steps_fitting(self.step, left, seconds_per_step, c.start_resolution, c.resolution)
         # Every process runs rank 0's plan.
         steps = int(distributed.all_reduce_sum(self.env, [float(steps if self.env.is_main else 0)])[0])
         self.schedule.total_steps = steps
@@ -746,16 +752,28 @@ class Trainer:
         if self.step - self.pace_step < max(1, self.schedule.total // PACE_CHECKS):
             return False
         now = time.perf_counter()
-        seconds_per_step = (now - self.pace_time) / (self.step - self.pace_step)
+        seconds_per_step = (now - self.pace_time) / self._work(self.pace_step, self.step)
         self.pace_time, self.pace_step = now, self.step
         log = self.budget_log
         reserved = log.get("reserved_evaluation_s", 0.0) + log.get("reserved_finish_s", 0.0)
-        end = self.spent() + (self.schedule.total - self.step) * seconds_per_step + reserved
+        end = self.spent() + self._work(self.step, self.schedule.total) * seconds_per_step + reserved
         off = abs(end - c.time_budget) > PACE_DRIFT * c.time_budget
         if not distributed.all_reduce_sum(self.env, [float(off and self.env.is_main)])[0]:
             return False
         self._plan_budget(seconds_per_step, again=True)
         return True
+
+    def resolution_at(self, step: int) -> int:
+        """The training resolution at ``step`` (progressive resizing: growing from
+        ``start_resolution`` to ``resolution``; a budgeted run probes at the start size)."""
+        c = self.config
+        total = self.schedule.total
+        return int(progressive_resolutions(np.array([step]), total, c.start_resolution, c.resolution)[0])
+
+    def _work(self, first: int, last: int) -> float:
+        """Steps ``first`` .. ``last - 1`` counted in steps at the final resolution."""
+        c = self.config
+        return resized_cost(first, last, self.schedule.total, c.start_resolution, c.resolution)
 
     def _probe_done(self, probe_start: float, steps: int) -> bool:
         """Whether the throughput has been measured long enough: after PROBE_STEPS, or
@@ -843,6 +861,9 @@ class Trainer:
         teacher_logits = (
             self._teacher_logits(batch, images) if self.teacher is not None and len(batch) else None
         )
+        size = self.resolution_at(self.step)
+        if len(batch) and size != images.shape[-1]:  # progressive resizing (the teacher saw full size)
+            images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
         set_dropout_keys(self.model, sample_keys(c.seed, self.step, batch.indices))
         with self._autocast():
             logits = self.ddp(images) if len(batch) else None
@@ -1016,7 +1037,7 @@ class Trainer:
                         probe_start = time.perf_counter()
                     elif probe_start is not None and self._probe_done(probe_start, self.step - probe_first):
                         elapsed = time.perf_counter() - probe_start
-                        self._plan_budget(elapsed / (self.step - probe_first - 2))
+                        self._plan_budget(elapsed / self._work(probe_first + 2, self.step))
                         self.pace_time, self.pace_step = time.perf_counter(), self.step
                         bar.total = min(
                             self.steps_per_epoch, self.schedule.total - epoch * self.steps_per_epoch
@@ -1176,6 +1197,7 @@ class Trainer:
                     "device": str(self.device),
                 },
                 "resolution": self.config.resolution,
+                "start_resolution": self.config.start_resolution,
                 "eval_resolution": self.eval_transform.size,
                 "schedule": {
                     "total_steps": self.schedule.total,
