@@ -63,3 +63,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def cli(capsys):
+    """``cli(*argv)``: the ``lightnets`` command run in this process, as
+    ``(exit status, standard output, standard error)``; argparse's refusals included."""
+    from lightnets.cli import main
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as exit_:  # argparse refuses an option value
+            code = exit_.code if isinstance(exit_.code, int) else 2
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -2,28 +2,18 @@ import csv
 import io
 import json
 
-import pytest
-
 from lightnets.cli import main
 
 
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_list(capsys):
-    code, out, _ = run(capsys, "list", "shufflenet*")
+def test_list(cli):
+    code, out, _ = cli("list", "shufflenet*")
     assert code == 0 and "shufflenet_v1_g8_025" in out and "mobilenet" not in out
-    code, _, err = run(capsys, "list", "nothing*")
+    code, _, err = cli("list", "nothing*")
     assert code == 2 and "no model matches 'nothing*'" in err
 
 
-def test_profile_json_has_integer_totals(capsys):
-    code, out, _ = run(
-        capsys, "profile", "mobilenet_v1", "--width", "0.5", "--resolution", "160", "--format", "json"
-    )
+def test_profile_json_has_integer_totals(cli):
+    code, out, _ = cli("profile", "mobilenet_v1", "--width", "0.5", "--resolution", "160", "--format", "json")
     data = json.loads(out)
     assert code == 0
     assert (data["params"], data["madds"]) == (1_320_648, 76_524_800)
@@ -31,9 +21,9 @@ def test_profile_json_has_integer_totals(capsys):
     assert {row["kind"] for row in data["by_kind"]} >= {"pointwise", "depthwise", "conv", "fully connected"}
 
 
-def test_profile_by_layer_csv(capsys):
-    code, out, _ = run(
-        capsys, "profile", "shufflenet_v1", "--groups", "8", "--scale", "0.5", "--by-layer", "--format", "csv"
+def test_profile_by_layer_csv(cli):
+    code, out, _ = cli(
+        "profile", "shufflenet_v1", "--groups", "8", "--scale", "0.5", "--by-layer", "--format", "csv"
     )
     rows = list(csv.DictReader(io.StringIO(out.split("\n\n")[0])))
     assert code == 0
@@ -42,50 +32,51 @@ def test_profile_by_layer_csv(capsys):
     assert sum(int(row["madds"]) for row in rows) == 40_469_760
 
 
-def test_profile_memory_table(capsys):
-    code, out, _ = run(capsys, "profile", "mobilenet_v2", "--memory", "--format", "markdown")
+def test_profile_memory_table(cli):
+    code, out, _ = cli("profile", "mobilenet_v2", "--memory", "--format", "markdown")
     assert code == 0
     assert "block execution" in out and "| 112x112 |" in out
 
 
-def test_profile_json_with_memory(capsys):
-    _, out, _ = run(capsys, "profile", "squeezenet1_1", "--memory", "--format", "json", "--by-layer")
+def test_profile_json_with_memory(cli):
+    _, out, _ = cli("profile", "squeezenet1_1", "--memory", "--format", "json", "--by-layer")
     data = json.loads(out)
     assert data["memory"]["block"]["peak_bytes"] <= data["memory"]["layer"]["peak_bytes"]
     assert len(data["layers"]) > 26
 
 
-def test_profile_errors_name_the_problem(capsys):
-    code, _, err = run(capsys, "profile", "shufflenet_v1", "--scale", "3")
+def test_profile_errors_name_the_problem(cli):
+    code, _, err = cli("profile", "shufflenet_v1", "--scale", "3")
     assert code == 2 and "scale must be in (0, 2]" in err
-    with pytest.raises(SystemExit):  # the group counts of ShuffleNet's table are the choices
-        run(capsys, "profile", "shufflenet_v1", "--groups", "5")
-    assert "invalid choice: 5 (choose from 1, 2, 3, 4, 8)" in capsys.readouterr().err
-    code, _, err = run(capsys, "profile", "mobilenet_v1", "--resolution", "16")
+    code, _, err = cli(
+        "profile", "shufflenet_v1", "--groups", "5"
+    )  # the table's group counts are the choices
+    assert code == 2 and "invalid choice: 5 (choose from 1, 2, 3, 4, 8)" in err
+    code, _, err = cli("profile", "mobilenet_v1", "--resolution", "16")
     assert code == 2 and "16x16 is too small" in err
-    code, _, err = run(capsys, "profile", "mobilenet_v1", "--groups", "3")
+    code, _, err = cli("profile", "mobilenet_v1", "--groups", "3")
     assert code == 2 and "mobilenet_v1 does not take --groups; its options are --width" in err
-    code, _, err = run(capsys, "profile", "mobilenet_v9")
+    code, _, err = cli("profile", "mobilenet_v9")
     assert code == 2 and "unknown model 'mobilenet_v9'" in err
 
 
-def test_compare_prints_paper_and_measured_and_plots(capsys, tmp_path):
+def test_compare_prints_paper_and_measured_and_plots(cli, tmp_path):
     png = tmp_path / "accuracy.png"
-    code, out, _ = run(capsys, "compare", "mobilenet_v1_050", "shufflenet_v1", "--plot", str(png))
+    code, out, _ = cli("compare", "mobilenet_v1_050", "shufflenet_v1", "--plot", str(png))
     assert code == 0
     assert "1.0 MobileNet-224" in out and "ShuffleNet 2x (g = 3)" in out and "VGG" not in out
     assert "568.74" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
-def test_compare_json(capsys):
-    _, out, _ = run(capsys, "compare", "squeezenet1_0", "--format", "json")
+def test_compare_json(cli):
+    _, out, _ = cli("compare", "squeezenet1_0", "--format", "json")
     rows = json.loads(out)
     assert {row["model"] for row in rows} == {"SqueezeNet 1.0", "SqueezeNet (MobileNet paper)"}
 
 
-def test_report_writes_markdown_and_plot(capsys, tmp_path):
-    code, out, _ = run(capsys, "report", "--out", str(tmp_path))
+def test_report_writes_markdown_and_plot(cli, tmp_path):
+    code, out, _ = cli("report", "--out", str(tmp_path))
     assert code == 0
     assert "Table 2" in out and "Table 3" in out
     assert (tmp_path / "paper_tables.md").read_text().startswith("## Multiply-adds and parameters")

@@ -9,7 +9,6 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lightnets import create_model
-from lightnets.cli import main
 from lightnets.compress.channels import channel_scores, kept_width, prune_channels
 from lightnets.cost import profile
 from lightnets.models.slimming import (
@@ -20,15 +19,6 @@ from lightnets.models.slimming import (
     narrowable_blocks,
 )
 from lightnets.weights import WeightsError, convert
-
-
-def run(capsys, *argv):
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_:  # argparse refuses an option value
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _model(name, **kwargs):
@@ -147,10 +137,9 @@ def test_a_file_whose_widths_do_not_fit_its_model_is_a_weights_error(tmp_path):
             create_model("squeezenet1_1", weights=bad)
 
 
-def test_the_command_writes_a_dense_file_profile_reads_as_smaller(capsys, tmp_path, weights_root):
+def test_the_command_writes_a_dense_file_profile_reads_as_smaller(cli, tmp_path, weights_root):
     out = tmp_path / "slim.safetensors"
-    code, text, err = run(
-        capsys,
+    code, text, err = cli(
         "compress",
         "--weights",
         "squeezenet1_1.gluon_npy",
@@ -162,17 +151,17 @@ def test_the_command_writes_a_dense_file_profile_reads_as_smaller(capsys, tmp_pa
     )
     assert code == 0, err
     assert "parameters 1,235,496 -> " in text and out.is_file()
-    code, text, err = run(capsys, "profile", "--weights", str(out), "--format", "json")
+    code, text, err = cli("profile", "--weights", str(out), "--format", "json")
     assert code == 0, err
     slim = json.loads(text)
-    code, text, _ = run(capsys, "profile", "squeezenet1_1", "--format", "json")
+    code, text, _ = cli("profile", "squeezenet1_1", "--format", "json")
     full = json.loads(text)
     assert slim["params"] < full["params"] and slim["madds"] < full["madds"]
 
 
 @pytest.mark.parametrize("extra", [(), ("--prune", "0.5"), ("--channels", "0.25", "--share-bits", "4")])
-def test_a_safetensors_output_is_only_for_channels_alone(capsys, tmp_path, extra):
+def test_a_safetensors_output_is_only_for_channels_alone(cli, tmp_path, extra):
     out = tmp_path / "x.safetensors"
-    code, _, err = run(capsys, "compress", "--weights", "squeezenet1_1.gluon_npy", *extra, "-o", str(out))
+    code, _, err = cli("compress", "--weights", "squeezenet1_1.gluon_npy", *extra, "-o", str(out))
     assert code != 0 and "a .safetensors output holds a dense model narrowed by --channels alone" in err
     assert not out.exists()

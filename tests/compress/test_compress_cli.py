@@ -4,18 +4,6 @@ import json
 
 import pytest
 
-from lightnets.cli import main
-
-
-def run(capsys, *argv):
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_:  # argparse refuses an option value
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 BASE = ("compress", "squeezenet1_1", "--weights", "squeezenet1_1.gluon_npy")
 
 
@@ -28,18 +16,17 @@ BASE = ("compress", "squeezenet1_1", "--weights", "squeezenet1_1.gluon_npy")
         (("--share-bits", "0"), "0 is out of range"),
     ],
 )
-def test_out_of_range_values_are_named(capsys, tmp_path, options, message):
+def test_out_of_range_values_are_named(cli, tmp_path, options, message):
     out = tmp_path / "x.lnz"
-    code, _, err = run(capsys, *BASE, *options, "-o", str(out))
+    code, _, err = cli(*BASE, *options, "-o", str(out))
     assert code == 2 and message in err
     assert not out.exists()
 
 
-def test_bad_files_and_folders_leave_no_output(capsys, tmp_path, weights_root):
+def test_bad_files_and_folders_leave_no_output(cli, tmp_path, weights_root):
     out = tmp_path / "x.lnz"
     (tmp_path / "no_images").mkdir()
-    code, _, err = run(
-        capsys,
+    code, _, err = cli(
         *BASE,
         "--prune",
         "0.5",
@@ -53,22 +40,21 @@ def test_bad_files_and_folders_leave_no_output(capsys, tmp_path, weights_root):
     assert code == 2 and "no_images holds no images" in err
     bad = tmp_path / "s.csv"
     bad.write_text("features.0.conv,1.5\n")
-    code, _, err = run(capsys, *BASE, "--sparsities", str(bad), "-o", str(out))
+    code, _, err = cli(*BASE, "--sparsities", str(bad), "-o", str(out))
     assert code == 2 and "s.csv" in err and "1.5" in err
-    code, _, err = run(capsys, *BASE, "--prune", "0.5", "-o", str(tmp_path / "x.bin"))
+    code, _, err = cli(*BASE, "--prune", "0.5", "-o", str(tmp_path / "x.bin"))
     assert code == 2 and "must end in .lnz" in err
     fake = tmp_path / "fake.lnz"
     fake.write_bytes(b"not a container at all")
-    code, _, err = run(capsys, "eval", "--data", str(tmp_path), "--weights", str(fake))
+    code, _, err = cli("eval", "--data", str(tmp_path), "--weights", str(fake))
     assert code == 2 and "fake.lnz" in err
     assert not out.exists() and list(tmp_path.glob(".*part*")) == []
 
 
-def test_compress_then_predict_and_eval(capsys, tmp_path, weights_root, imagenet_sample):
+def test_compress_then_predict_and_eval(cli, tmp_path, weights_root, imagenet_sample):
     out = tmp_path / "sq.lnz"
     net = tmp_path / "sq.net"
-    code, text, err = run(
-        capsys,
+    code, text, err = cli(
         *BASE,
         "--prune",
         "0.5",
@@ -87,8 +73,7 @@ def test_compress_then_predict_and_eval(capsys, tmp_path, weights_root, imagenet
     summary = json.loads(text)
     assert summary["file_bytes"] == out.stat().st_size and summary["ratio"] > 8
     assert summary["totals"]["params"] == 1_235_496 and net.is_file()
-    code, text, err = run(
-        capsys,
+    code, text, err = cli(
         "eval",
         "--data",
         str(imagenet_sample),
@@ -101,5 +86,5 @@ def test_compress_then_predict_and_eval(capsys, tmp_path, weights_root, imagenet
     )
     assert code == 0, err and json.loads(text)["n"] == 8
     image = next((imagenet_sample / "images").iterdir())
-    code, text, err = run(capsys, "predict", str(image), "--weights", str(out), "--format", "json")
+    code, text, err = cli("predict", str(image), "--weights", str(out), "--format", "json")
     assert code == 0, err

@@ -71,18 +71,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--val-limit-per-class", type=int, metavar="N", help="validate on the first N of each class"
     )
     g.add_argument("--resolution", type=int, help="input side in pixels (default 224)")
-    g.add_argument(
-        "--start-resolution",
-        type=int,
-        metavar="PX",
-        help="progressive resizing: train from this side up to --resolution (a linear ramp over the "
-        "first 3/4 of the run in steps of 16 px, then --resolution); off by default",
-    )
-    g.add_argument(
-        "--eval-resolution",
-        type=int,
-        help="evaluation input side (default --resolution); stored in the weights' metadata",
-    )
+    for flag, what in (
+        (
+            "--start-resolution",
+            "progressive resizing: train from this side up to --resolution (a linear ramp over "
+            "the first 3/4 of the run in steps of 16 px, then --resolution); off by default",
+        ),
+        (
+            "--eval-resolution",
+            "evaluation input side (default --resolution); stored in the weights' metadata",
+        ),
+    ):
+        g.add_argument(flag, type=int, metavar="PX", help=what)
     g.add_argument("--out", required=True, metavar="DIR", help="the run folder")
     g.add_argument("--resume", action="store_true", help="continue the run in DIR")
 
