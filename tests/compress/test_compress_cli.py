@@ -84,7 +84,8 @@ def test_compress_then_predict_and_eval(cli, tmp_path, weights_root, imagenet_sa
         "--format",
         "json",
     )
-    assert code == 0, err and json.loads(text)["n"] == 8
+    assert code == 0, err
+    assert json.loads(text)["n"] == 8
     image = next((imagenet_sample / "images").iterdir())
     code, text, err = cli("predict", str(image), "--weights", str(out), "--format", "json")
     assert code == 0, err

@@ -186,4 +186,4 @@ def test_the_export_command_names_a_segmenters_classes(tmp_path, capsys):
     out = tmp_path / "seg.onnx"
     argv = ["export", "deeplabv3_mobilenet_v2", "--width", "0.35", "--num-classes", "2"]
     assert main([*argv, "--input-size", "96", "-o", str(out)]) == 0
-    assert "2 classes" in capsys.readouterr().out
+    assert ", 2 classes;" in capsys.readouterr().out

@@ -205,6 +205,15 @@ def test_a_run_that_slows_down_plans_again_and_keeps_its_budget(
     assert took < 12 * 1.3, took
 
 
+def test_a_longer_plan_after_the_warm_up_keeps_the_warm_up_where_it_ended():
+    schedule = LRSchedule(0.1, 100, 10, warmup_epochs=5, total_steps=500, probe_steps=10)
+    assert schedule.warmup_steps == 100 and schedule.lr_at(120) > 0.09
+    schedule.fixed_warmup_steps = schedule.warmup_steps  # what a re-plan does
+    schedule.total_steps = 600  # the run turned out faster: a longer plan
+    assert schedule.warmup_steps == 100 and schedule.lr_at(105) > 0.099  # decaying, not warming up again
+    assert LRSchedule(0.1, 100, 10, warmup_epochs=5, total_steps=600, probe_steps=10).lr_at(105) < 0.09
+
+
 def test_progressive_resizing_ramps_in_steps_of_16_then_holds_the_final_size():
     sizes = progressive_resolutions(np.arange(1000), 1000, 96, 160)
     assert sizes[0] == 96 and set(sizes[750:]) == {160}

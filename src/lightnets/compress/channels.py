@@ -11,8 +11,8 @@ the BatchNorm scale ``|gamma| / sqrt(var + eps)`` that follows folded in, i.e. t
 filter's size as the network computes it at inference (the L1 filter criterion of Li et
 al., 2017, "Pruning filters for efficient ConvNets", which the BatchNorm scale makes
 comparable across channels as in Liu et al., 2017, "network slimming"). Every block
-keeps the same fraction of its channels, the highest-scoring ones, rounded to a
-multiple of ``divisor`` (8: what vectorised CPU kernels and the families' own
+keeps the same fraction of its channels, the highest-scoring ones, rounded to the nearest
+multiple of ``divisor`` (halves to even, so small blocks keep more or less than the fraction) (8: what vectorised CPU kernels and the families' own
 ``make_divisible`` favour).
 """
 

@@ -36,7 +36,7 @@ examples:
       --huffman --recovery-data imagenette/train --recovery-steps 300 -o squeezenet1_1.lnz
   lightnets compress --weights squeezenet1_1.gluon_npy --sparsities sparsities.csv --share-bits 5 \\
       --huffman -o small.lnz --deep-compression small.net
-  lightnets compress mobilenet_v2 --weights mobilenet_v2_100_224.tflite_uint8 --channels 0.25 \
+  lightnets compress mobilenet_v2 --weights mobilenet_v2_100_224.tflite_uint8 --channels 0.25 \\
       --recovery-data imagenette/train --recovery-steps 300 -o mobilenet_v2_slim.safetensors
   lightnets eval --data imagenet-sample/ --weights squeezenet1_1.lnz
 """
@@ -142,7 +142,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if dense:
         others = [o for o, v in (("--prune", args.prune), ("--sparsities", args.sparsities),
                  ("--share-bits", args.share_bits), ("--huffman", args.huffman or None),
-                 ("--deep-compression", args.deep_compression)) if v is not None]  # fmt: skip
+                 ("--deep-compression", args.deep_compression),
+                 ("--reconstruct-images", args.reconstruct_images or None)) if v is not None]  # fmt: skip
         if args.channels is None or others:
             raise ValueError(
                 f"{output}: a .safetensors output holds a dense model narrowed by --channels alone"
@@ -150,6 +151,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
             )
     if args.deep_compression and Path(args.deep_compression).suffix != ".net":
         raise ValueError(f"{args.deep_compression}: the Deep Compression file must end in .net")
+    if args.deep_compression and args.channels is not None:
+        raise ValueError(
+            "--deep-compression cannot hold a model narrowed by --channels (the .net format has "
+            f"no shapes); write the {SUFFIX} file alone"
+        )
     if args.deep_compression and args.share_bits is None:
         raise ValueError("--deep-compression needs --share-bits (at most 8)")
     if (args.recovery_steps or args.reconstruct_images) and not args.recovery_data:

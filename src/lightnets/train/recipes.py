@@ -175,6 +175,9 @@ class LRSchedule:
     total_steps: int = 0
     probe_steps: int = 0
     warmup_fraction: float = 0.2
+    # Set when a budgeted run plans its length again after its warm-up: the warm-up it had
+    # stays as it was (otherwise a longer plan would move its end past the current step).
+    fixed_warmup_steps: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in ("cosine", "exponential", "constant"):
@@ -190,6 +193,8 @@ class LRSchedule:
     @property
     def warmup_steps(self) -> int:
         full = round(self.warmup_epochs * self.steps_per_epoch)
+        if self.fixed_warmup_steps:
+            return self.fixed_warmup_steps
         if not self.total_steps:
             return full
         return min(full, max(self.probe_steps, round(self.warmup_fraction * self.total_steps)))

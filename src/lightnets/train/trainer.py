@@ -760,6 +760,7 @@ class Trainer:
         off = abs(end - c.time_budget) > PACE_DRIFT * c.time_budget
         if not distributed.all_reduce_sum(self.env, [float(off and self.env.is_main)])[0]:
             return False
+        self.schedule.fixed_warmup_steps = self.schedule.warmup_steps
         self._plan_budget(seconds_per_step, again=True)
         return True
 
