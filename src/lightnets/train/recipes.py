@@ -269,16 +269,14 @@ def steps_fitting(step: int, seconds: float, seconds_per_unit: float, start: int
     ``seconds`` at ``seconds_per_unit`` per step at the final resolution. The ramp
     stretches with the run, so the length is searched (the work grows with it)."""
 
-    def fits(total: int) -> bool:
-        return resized_cost(step, total, total, start, final) * seconds_per_unit <= seconds
-
-    smallest = (start / final) ** 2 if start is not None and start < final else 1.0
-    low, high = step + 1, step + 2 + int(max(0.0, seconds) / (seconds_per_unit * smallest))
-    if start is None or start >= final:
-        return max(low, step + int(max(0.0, seconds) / seconds_per_unit))
-    while low < high:  # the largest length that fits (the first step always runs)
+    seconds = max(0.0, seconds)
+    if start is None or start >= final:  # every step costs the same
+        return step + max(1, int(seconds / seconds_per_unit))
+    low = step + 1  # the first step always runs
+    high = step + 2 + int(seconds / (seconds_per_unit * (start / final) ** 2))
+    while low < high:  # the largest length that fits
         middle = (low + high + 1) // 2
-        if fits(middle):
+        if resized_cost(step, middle, middle, start, final) * seconds_per_unit <= seconds:
             low = middle
         else:
             high = middle - 1

@@ -1032,6 +1032,7 @@ class Trainer:
             for batch in self.train_loader:
                 sums = self.train_step(batch)
                 last_lr = self.last_lr
+                replanned = False
                 if self.planning:
                     # The first two steps (allocation, caches warming) are not timed.
                     if self.step - probe_first == 2:
@@ -1040,10 +1041,10 @@ class Trainer:
                         elapsed = time.perf_counter() - probe_start
                         self._plan_budget(elapsed / self._work(probe_first + 2, self.step))
                         self.pace_time, self.pace_step = time.perf_counter(), self.step
-                        bar.total = min(
-                            self.steps_per_epoch, self.schedule.total - epoch * self.steps_per_epoch
-                        )
-                elif c.time_budget is not None and self._keep_pace():
+                        replanned = True
+                elif c.time_budget is not None:
+                    replanned = self._keep_pace()
+                if replanned:  # the epoch's bar ends where the new plan does
                     bar.total = min(self.steps_per_epoch, self.schedule.total - epoch * self.steps_per_epoch)
                 self.batch_in_epoch += 1
                 for i in range(3):
