@@ -277,3 +277,10 @@ def _one_process():
     from lightnets.train import distributed
 
     return distributed.setup("cpu")
+
+
+def test_run_without_eval_resolution_evaluates_at_the_test_resolution(tiny_imagenette, tmp_path):
+    data = tiny_imagenette(classes=2, train=4, val=2)
+    train(tiny_config(data, tmp_path / "run", steps=1, resolution=48))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["eval_resolution"] == 64  # 1.25 x 48 on the 32-pixel grid

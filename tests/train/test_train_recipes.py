@@ -11,7 +11,7 @@ from lightnets.train import LRSchedule, ModelEMA, RMSpropTF, parameter_groups
 from lightnets.train.config import TrainConfig
 from lightnets.train.dropout import KeyedDropout, sample_keys, set_dropout_keys, use_keyed_dropout
 from lightnets.train.finetune import freeze_backbone, set_train_mode
-from lightnets.train.recipes import is_depthwise, recipe_defaults
+from lightnets.train.recipes import default_eval_resolution, is_depthwise, recipe_defaults
 
 
 def test_no_weight_decay_on_depthwise_filters_batchnorm_and_biases():
@@ -126,3 +126,16 @@ def test_warm_up_fraction_of_an_epoch():
     schedule = LRSchedule(1.0, steps_per_epoch=4, epochs=2, kind="constant", warmup_epochs=0.5)
     assert [schedule.lr_at(s) for s in range(4)] == pytest.approx([0.01, 0.505, 1.0, 1.0])
     assert not math.isnan(schedule.lr_at(100))
+
+
+def test_default_test_resolution_is_a_quarter_larger_on_the_32_pixel_grid():
+    # Random-resized crops down to 8 % of the area: test larger than trained.
+    assert [default_eval_resolution(side, 0.08) for side in (32, 96, 128, 160, 224)] == [
+        32,
+        128,
+        160,
+        192,
+        288,
+    ]
+    # Crops that keep most of the photo do not zoom in: test as trained.
+    assert default_eval_resolution(128, 0.5) == 128

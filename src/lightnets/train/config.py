@@ -120,7 +120,7 @@ class TrainConfig:
     # evaluation): the schedule is fitted to it and ``epochs`` is not used.
     time_budget: float | None = None
     steps: int | None = None  # a run of exactly this many steps (replays a budgeted run)
-    eval_resolution: int | None = None  # None: the training resolution
+    eval_resolution: int | None = None  # None: recipes.default_eval_resolution of the training one
     # Progressive resizing: train from this side up to ``resolution`` (None: at ``resolution``
     # throughout); see recipes.progressive_resolutions.
     start_resolution: int | None = None
@@ -191,7 +191,7 @@ class TrainConfig:
         r("epochs", self.epochs, 1, None, integer=True)
         r("batch_size", self.batch_size, 1, None, integer=True)
         r("resolution", self.resolution, 1, None, integer=True)
-        r("eval_resolution", self.eval_resolution, 1, None, integer=True, unset=" (or unset: --resolution)")
+        r("eval_resolution", self.eval_resolution, 1, None, integer=True, unset=" (or unset: the default)")
         r("start_resolution", self.start_resolution, 1, None, integer=True, unset=" (or unset: no resizing)")
         if self.start_resolution is not None and self.start_resolution >= self.resolution:
             raise ValueError(

@@ -89,6 +89,7 @@ from .init import has_normalisation, norm_free_init
 from .recipes import (
     LRSchedule,
     build_optimizer,
+    default_eval_resolution,
     fitted_ema_decay,
     norm_free_settings,
     parameter_groups,
@@ -482,10 +483,12 @@ class Trainer:
         self.eval_transform = self.transform.eval_transform()
         if c.start_resolution is not None:
             check_resolution(self.model, c.model, c.start_resolution, "--start-resolution")
-        if c.eval_resolution and c.eval_resolution != c.resolution:
-            check_resolution(self.model, c.model, c.eval_resolution, "--eval-resolution")
+        eval_resolution = c.eval_resolution or default_eval_resolution(c.resolution, c.crop_scale)
+        if eval_resolution != c.resolution:
+            if c.eval_resolution:
+                check_resolution(self.model, c.model, eval_resolution, "--eval-resolution")
             self.eval_transform = TrainTransform.from_dict(
-                {**self.transform.to_dict(), "size": c.eval_resolution}
+                {**self.transform.to_dict(), "size": eval_resolution}
             ).eval_transform()
         if c.freeze_backbone:
             freeze_backbone(self.model)
