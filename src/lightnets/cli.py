@@ -20,7 +20,14 @@ from .deploy.cli import add_backend_options, add_bench_parser, add_export_parser
 from .files import write_text
 from .models import get_entry, list_models
 from .render import FORMATS, render
-from .tasks.cli import add_segment_parsers, add_segmentation_eval_options, cmd_eval_segmentation
+from .tasks.cli import (
+    add_segment_parsers,
+    add_segmentation_eval_options,
+    add_segmentation_train_options,
+    cmd_eval_segmentation,
+    cmd_train_segmentation,
+    refuse_segmentation_options,
+)
 from .tasks.costs import cost_by_part
 from .weights import convert, get_weights, list_weights
 from .zoo import (
@@ -346,9 +353,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="FILE.safetensors")
     p.set_defaults(func=cmd_convert)
 
-    from .train.cli import add_train_parser
+    from .train.cli import add_train_parser, cmd_train
 
-    add_train_parser(sub)
+    def cmd_train_task(args: argparse.Namespace) -> int:
+        if args.task == "segmentation":
+            return cmd_train_segmentation(args)
+        refuse_segmentation_options(args)
+        return cmd_train(args)
+
+    train_parser = add_train_parser(sub)
+    add_segmentation_train_options(train_parser)
+    train_parser.set_defaults(func=cmd_train_task)
     add_export_parser(sub)
     add_bench_parser(sub)
     from .compress.cli import add_compress_parser

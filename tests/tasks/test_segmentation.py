@@ -23,7 +23,6 @@ from lightnets.tasks.segdata import (
     pennfudan_split,
 )
 from lightnets.tasks.segment import save_segmentation_weights
-from lightnets.tasks.segtrain import SegmentationRun, train_segmentation
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -171,12 +170,34 @@ def test_eval_task_segmentation(tiny_weights, tmp_path, capsys):
     assert 0 <= out["miou"] <= 1
 
 
-def test_a_short_training_run_writes_weights_and_a_summary(tmp_path):
+def test_lightnets_train_task_segmentation_writes_weights_and_a_summary(tmp_path, cli):
     root = make_pennfudan(tmp_path / "pf", {f"P{i}": ((48, 40), person_mask(40, 48), 1) for i in range(10)})
-    run = SegmentationRun(data=str(root), out=str(tmp_path / "run"), resolution=32, batch_size=2, minutes=0.05,
-                          backbone_weights=None, model_kwargs={"width": 0.35}, threads=1)  # fmt: skip
-    summary = train_segmentation(run)
+    code, out, err = cli("train", "--task", "segmentation", "--model", "deeplabv3_mobilenet_v2", "--width", "0.35",
+                         "--data", root, "--out", tmp_path / "run", "--resolution", 32, "--batch-size", 2,
+                         "--time-budget", "3s", "--threads", 1, "--format", "json")  # fmt: skip
+    assert code == 0, err
+    assert "no --backbone-weights" in err
+    summary = json.loads(out)
     assert summary["steps"] >= 1 and summary["val_images"] == 2
+    assert summary["run"]["minutes"] == 0.05 and summary["run"]["model_kwargs"] == {"width": 0.35}
     assert (tmp_path / "run" / "metrics.jsonl").read_text().count("\n") == summary["steps"]
     model = lightnets.create_model("deeplabv3_mobilenet_v2", weights=summary["weights"])
     assert model.num_classes == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--task", "segmentation", "--model", "deeplabv3_mobilenet_v2", "--teacher", "mobilenet_v2"],
+         "--task segmentation does not take --teacher"),
+        (["--task", "segmentation", "--model", "mobilenet_v2"], "mobilenet_v2 is not a segmentation model"),
+        (["--task", "segmentation", "--model", "deeplabv3_mobilenet_v2", "--resume"], "a segmentation run starts again"),
+        (["--task", "segmentation", "--model", "deeplabv3_mobilenet_v2", "--batch-size", "0"], "batch_size=0"),
+        (["--task", "segmentation", "--model", "deeplabv3_mobilenet_v2", "--num-classes", "3"], "--num-classes"),
+        (["--model", "mobilenet_v2", "--freeze-stride", "8"], "--freeze-stride: options of --task segmentation only"),
+    ],
+)  # fmt: skip
+def test_lightnets_train_task_segmentation_refuses_what_it_does_not_do(tmp_path, cli, argv, message):
+    code, _, err = cli("train", "--data", tmp_path, "--out", tmp_path / "run", *argv)
+    assert code == 2 and message in err, err
+    assert not (tmp_path / "run").exists()

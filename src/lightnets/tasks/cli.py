@@ -1,17 +1,21 @@
-"""The segmentation commands: ``segment``, ``segment-train`` and ``eval --task segmentation``."""
+"""The segmentation commands: ``segment``, ``train --task segmentation`` and ``eval --task segmentation``."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..data.images import is_image_file
+from ..models.registry import get_entry
 from ..render import render
-from ..zoo import add_model_options, add_weights_options, model_for_weights, model_kwargs
+from ..zoo import add_weights_options, model_for_weights, model_kwargs
+from ..zoo.options import given_model_options
+from .deeplab import FAMILY
 from .segdata import pennfudan
 from .segment import evaluate_segmentation, input_size_of, segment_images
 from .segtrain import SegmentationRun, train_segmentation
@@ -88,30 +92,110 @@ def add_segmentation_eval_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--split", choices=("train", "val", "all"), default="val", help="segmentation: the Penn-Fudan split"
     )
-    parser.add_argument("--size", type=int, help="segmentation: the shorter side at the input (default: the weights')")
-
-
-def cmd_segment_train(args: argparse.Namespace) -> int:
-    kwargs = model_kwargs(args, args.model)
-    backbone_weights = kwargs.pop("backbone_weights", None)
-    kwargs.pop("num_classes", None)
-    run = SegmentationRun(
-        model=args.model,
-        data=args.data,
-        out=args.out,
-        resolution=args.resolution,
-        eval_size=args.eval_size,
-        scale=(args.scale_range[0], args.scale_range[1]),
-        batch_size=args.batch_size,
-        minutes=args.minutes,
-        lr=args.lr,
-        backbone_weights=backbone_weights,
-        freeze_stride=args.freeze_stride,
-        seed=args.seed,
-        threads=args.threads,
-        model_kwargs=kwargs,
+    parser.add_argument(
+        "--size", type=int, help="segmentation: the shorter side at the input (default: the weights')"
     )
+
+
+# ``lightnets train`` options that a segmentation run takes, and the run's field for each.
+SEGMENTATION_TRAIN_OPTIONS = {
+    "model": "model",
+    "data": "data",
+    "out": "out",
+    "resolution": "resolution",
+    "eval_resolution": "eval_size",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "weight_decay": "weight_decay",
+    "seed": "seed",
+    "threads": "threads",
+    "scale_range": "scale",
+    "freeze_stride": "freeze_stride",
+}
+# Options of every command, and ``train`` options that hold a value even when not given.
+NOT_TRAINING_OPTIONS = ("command", "func", "format", "debug", "max_pixels", "task", "resume")
+
+
+def add_segmentation_train_options(parser: argparse.ArgumentParser) -> None:
+    """The options ``lightnets train`` takes for ``--task segmentation``."""
+    g = parser.add_argument_group(
+        "segmentation (--task segmentation)",
+        "Fine-tune a deeplabv3_* model on a Penn-Fudan folder (person / background, fixed\n"
+        "train / val split) from its backbone's ImageNet weights (--backbone-weights): AdamW\n"
+        "with a poly decay over --time-budget (of training; default 20m), then IoU on the val\n"
+        "split. Takes --model, --data, --out, --resolution (crop side, default 224),\n"
+        "--eval-resolution (the photos' shorter side at evaluation), --batch-size (8), --lr\n"
+        "(1e-3), --weight-decay (1e-4), --seed, --threads and the model options.",
+    )
+    g.add_argument(
+        "--task",
+        choices=TASKS,
+        default="classification",
+        help="classification (the default: class folders, the options above) or segmentation",
+    )
+    g.add_argument(
+        "--scale-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+        help="training photos' shorter side, times the evaluation size (default 0.75 1.5)",
+    )  # fmt: skip
+    g.add_argument(
+        "--freeze-stride",
+        type=int,
+        help="freeze the backbone's layers up to this stride (default 4; 0: none)",
+    )
+
+
+def refuse_segmentation_options(args: argparse.Namespace) -> None:
+    """``ValueError`` when a classification run is given an option of segmentation runs."""
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in ("scale_range", "freeze_stride")
+        if getattr(args, name, None)
+    ]
+    if given:
+        raise ValueError(f"{', '.join(given)}: options of --task segmentation only")
+
+
+def segmentation_run(args: argparse.Namespace) -> SegmentationRun:
+    """The segmentation run that ``lightnets train --task segmentation`` options describe."""
+    if args.resume:
+        raise ValueError("--resume continues classification runs; a segmentation run starts again")
+    model_options = given_model_options(args)
+    given = {
+        name: value
+        for name, value in vars(args).items()
+        if value is not None and name not in NOT_TRAINING_OPTIONS and name not in model_options
+    }
+    minutes = given.pop("time_budget", 20 * 60.0) / 60.0
+    unused = sorted(f"--{name.replace('_', '-')}" for name in given if name not in SEGMENTATION_TRAIN_OPTIONS)
+    if unused:
+        raise ValueError(f"--task segmentation does not take {', '.join(unused)}")
+    missing = [f"--{name}" for name in ("model", "data") if name not in given]
+    if missing:
+        raise ValueError(f"{' and '.join(missing)} needed")
+    if get_entry(given["model"]).family != FAMILY:
+        raise ValueError(
+            f"{given['model']} is not a segmentation model; --task segmentation trains deeplabv3_*"
+        )
+    kwargs = model_kwargs(args, given["model"])
+    if "num_classes" in kwargs:
+        raise ValueError("--num-classes: a Penn-Fudan run has its two classes (background, person)")
+    fields = {SEGMENTATION_TRAIN_OPTIONS[name]: value for name, value in given.items()}
+    if "scale" in fields:
+        fields["scale"] = tuple(fields["scale"])
+    return SegmentationRun(
+        **fields, minutes=minutes, backbone_weights=kwargs.pop("backbone_weights", None), model_kwargs=kwargs
+    )
+
+
+def cmd_train_segmentation(args: argparse.Namespace) -> int:
+    """``lightnets train --task segmentation``."""
+    run = segmentation_run(args)
+    if not run.backbone_weights:
+        print("note: no --backbone-weights: the backbone starts from random weights", file=sys.stderr)
     summary = train_segmentation(run)
+    if args.format == "json":
+        print(json.dumps(summary, indent=2))
+        return 0
     val = summary["val"]
     ious = ", ".join(f"{k} {v:.4f}" for k, v in val["iou"].items())
     print(
@@ -122,11 +206,11 @@ def cmd_segment_train(args: argparse.Namespace) -> int:
 
 
 def add_segment_parsers(sub: Any) -> None:
-    """Add ``segment`` and ``segment-train`` to the ``lightnets`` subcommands."""
+    """Add ``segment`` to the ``lightnets`` subcommands."""
     p = sub.add_parser(
         "segment",
         help="segment photos: PNG overlays and class masks",
-        description="Run a segmentation model (a weights file from segment-train) on photos or "
+        description="Run a segmentation model (a weights file from 'lightnets train --task segmentation') on photos or "
         "folders of photos; writes <name>_overlay.png and <name>_mask.png (class index per pixel).",
     )
     p.add_argument("images", nargs="+", metavar="IMAGES")
@@ -135,29 +219,3 @@ def add_segment_parsers(sub: Any) -> None:
     p.add_argument("--size", type=int, help="the shorter side at the input (default: the weights')")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=cmd_segment)
-
-    p = sub.add_parser(
-        "segment-train",
-        help="fine-tune a segmentation model on Penn-Fudan (person / background) under a time budget",
-        description="Train a deeplabv3_* model on Penn-Fudan's fixed training split from a backbone's "
-        "ImageNet weights (--backbone-weights), then report IoU on the validation split.",
-    )
-    p.add_argument("--model", default="deeplabv3_mobilenet_v2")
-    p.add_argument("--data", required=True, metavar="DIR", help="the Penn-Fudan folder")
-    p.add_argument("--out", required=True, metavar="DIR", help="the run folder")
-    p.add_argument("--resolution", type=int, default=224, help="training crop side (default 224)")
-    p.add_argument(
-        "--eval-size", type=int, help="shorter side of the photos at evaluation (default: --resolution)"
-    )
-    p.add_argument(
-        "--scale-range", type=float, nargs=2, default=(0.75, 1.5), metavar=("LOW", "HIGH"),
-        help="training photos' shorter side, times the evaluation size (default 0.75 1.5)",
-    )  # fmt: skip
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--minutes", type=float, default=20.0, help="training time budget (default 20)")
-    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
-    p.add_argument("--freeze-stride", type=int, default=4, help="freeze backbone layers up to this stride")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="PyTorch threads (default 1)")
-    add_model_options(p)
-    p.set_defaults(func=cmd_segment_train)

@@ -52,14 +52,37 @@ class SegmentationRun:
     threads: int | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        checks = {
+            "resolution": self.resolution >= 16,
+            "eval_size": self.eval_size is None or self.eval_size >= 16,
+            "batch_size": self.batch_size >= 1,
+            "minutes": self.minutes > 0,
+            "lr": self.lr > 0,
+            "weight_decay": self.weight_decay >= 0,
+            "freeze_stride": self.freeze_stride >= 0,
+            "scale": 0 < self.scale[0] <= self.scale[1],
+        }
+        wrong = [name for name, ok in checks.items() if not ok]
+        if wrong:
+            shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in wrong)
+            raise ValueError(
+                f"invalid segmentation run: {shown} (need resolution and eval size >= 16 px, "
+                "batch size >= 1, minutes and lr > 0, weight decay and freeze stride >= 0, "
+                "0 < scale low <= high)"
+            )
+
 
 def _freeze_early(model: nn.Module, max_stride: int) -> list[nn.Module]:
     """Freeze the backbone's layers at strides <= ``max_stride``; returns them."""
     backbone = getattr(model, "backbone", None)
     if backbone is None or max_stride <= 0:
         return []
-    frozen = [layer for layer, info in zip(backbone.features, backbone.layer_info, strict=True)
-              if info.reduction <= max_stride]
+    frozen = [
+        layer
+        for layer, info in zip(backbone.features, backbone.layer_info, strict=True)
+        if info.reduction <= max_stride
+    ]
     for layer in frozen:
         layer.requires_grad_(False)
     return frozen
@@ -77,7 +100,9 @@ def train_segmentation(run: SegmentationRun) -> dict[str, Any]:
     model = create_model(run.model, num_classes=2, **kwargs)
     normalise: Normalise = normalise_of(model)
     eval_size = run.eval_size or run.resolution
-    augment = SegmentationAugment(run.resolution, normalise, scale=run.scale, seed=run.seed, short_side=eval_size)
+    augment = SegmentationAugment(
+        run.resolution, normalise, scale=run.scale, seed=run.seed, short_side=eval_size
+    )
     train = pennfudan(run.data, "train", augment)
     val = pennfudan(run.data, "val")
     loader = torch.utils.data.DataLoader(

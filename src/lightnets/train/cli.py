@@ -48,6 +48,8 @@ examples:
   lightnets train --model mobilenet_v2 --width 0.35 --teacher runs/ft --teacher-cache cache/ \\
       --data imagenette/ --resolution 128 --epochs 10 --out runs/student
   torchrun --nproc_per_node=2 -m lightnets.train --model mobilenet_v2 --data imagenette/ --out runs/ddp
+  lightnets train --task segmentation --model deeplabv3_mobilenet_v2 --data pennfudan/ \\
+      --backbone-weights mobilenet_v2_100_224.tflite_uint8 --time-budget 20m --out runs/seg
 """
 
 
