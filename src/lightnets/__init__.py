@@ -1,6 +1,6 @@
 """lightnets: the light-weight CNNs of mobile vision, exactly as their papers define them."""
 
-from . import tasks  # noqa: F401  (registers the task models: deeplabv3_*)
+from . import tasks  # noqa: F401  (registers the task models: deeplabv3_*, ssd*)
 from .classify import evaluate, predict
 from .cost import CostReport, profile
 from .cost.memory import activation_memory

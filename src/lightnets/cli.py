@@ -82,7 +82,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     model = model_from_args(args)
-    size = args.resolution or (transform_of(model).size if args.weights else 224)
+    # A detector is reported at the side its paper gives (300 or 320), a classifier at 224.
+    size = args.resolution or (
+        transform_of(model).size if args.weights else getattr(model, "default_input_size", 224)
+    )
     name = args.model or getattr(model, "model_name", None) or str(args.weights)
     report = profile(model, (3, size, size), memory=args.memory)
     report.model = name
@@ -277,7 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_model_or_weights_options(p)
     p.add_argument(
-        "--resolution", type=positive_int, help="input side in pixels (default: the weights' crop, or 224)"
+        "--resolution",
+        type=positive_int,
+        help="input side in pixels (default: the weights' crop; a detector's paper side, 300 or 320; else 224)",
     )
     p.add_argument("--by-layer", action="store_true", help="one row per layer")
     p.add_argument("--by-kind", action="store_true", help="totals per layer kind (default view)")

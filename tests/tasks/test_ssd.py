@@ -1,0 +1,119 @@
+"""SSD and SSDLite: the papers' cost rows, the anchors and the box coder."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lightnets
+from lightnets.cli import main
+from lightnets.tasks.anchors import anchor_shapes, anchors_per_position, decode, encode, ssd_anchors
+from lightnets.tasks.costs import cost_by_part
+
+DETECTORS = [
+    "ssdlite_mobilenet_v2",
+    "ssdlite_mobilenet_v1",
+    "ssd300_mobilenet_v1",
+    "ssdlite_shufflenet_v1",
+    "ssdlite_squeezenet1_1",
+]
+
+
+# (model, side, paper params M, paper MAdds B, parameter tolerance): MobileNet v1's
+# Table 13 and MobileNetV2's Table 6, COCO (91 outputs per anchor).
+PAPER_ROWS = [
+    ("ssd300_mobilenet_v1", 300, 6.8, 1.2, 0.0),
+    ("ssdlite_mobilenet_v2", 320, 4.3, 0.8, 0.05),
+    ("ssdlite_mobilenet_v1", 320, 5.1, 1.3, 0.05),
+]
+
+
+@pytest.mark.parametrize(("name", "side", "params", "madds", "tolerance"), PAPER_ROWS)
+def test_paper_cost_rows(name, side, params, madds, tolerance):
+    """MAdds to the printed precision for all three; parameters to the printed precision
+    for SSD300 (6.794 M), within 5 % for SSDLite (4.450 M against 4.3, 5.210 M against
+    5.1: 0.11-0.15 M more in both, with the layout of the TensorFlow configurations the
+    papers trained; BatchNorm, counted apart, would add 0.04-0.05 M more)."""
+    model = lightnets.create_model(name)
+    assert model.default_input_size == side
+    report = lightnets.profile(model, (3, side, side))
+    assert round(report.madds / 1e9, 1) == madds
+    if tolerance == 0:
+        assert round(report.params / 1e6, 1) == params
+    else:
+        assert report.params / 1e6 == pytest.approx(params, rel=tolerance)
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_outputs_match_the_anchors(name):
+    model = lightnets.create_model(name).eval()
+    side = model.default_input_size
+    x = torch.zeros(1, 3, side, side)
+    with torch.no_grad():
+        maps = model.feature_maps(x)
+        boxes, scores = model(x)
+    anchors = ssd_anchors([tuple(m.shape[-2:]) for m in maps])
+    assert len(maps) == 6
+    assert boxes.shape == (1, len(anchors), 4) and scores.shape == (1, len(anchors), 91)
+    # Each map halves (or nearly) the one before it.
+    sides = [m.shape[-1] for m in maps]
+    assert all(b == (a + 1) // 2 for a, b in zip(sides[1:], sides[2:], strict=False))
+
+
+def test_mobilenet_v2_maps_are_layer_15s_expansion_and_the_last_layer():
+    model = lightnets.create_model("ssdlite_mobilenet_v2")
+    first, second = (model.backbone.feature_info[i] for i in model.levels)
+    assert (first.module, first.num_chs, first.reduction) == ("features.14.expand", 576, 16)
+    assert (second.module, second.num_chs, second.reduction) == ("features.18", 1280, 32)
+    assert model.head.channels == [576, 1280, 512, 256, 256, 128]
+
+
+def test_anchor_layout():
+    assert anchors_per_position(6) == [3, 6, 6, 6, 6, 6]
+    shapes = anchor_shapes(6)
+    assert shapes[0][0] == pytest.approx((0.1, 0.1))
+    assert shapes[0][1] == pytest.approx((0.2 * 2**0.5, 0.2 / 2**0.5))  # scale 0.2, ratio 2
+    assert shapes[5][0] == pytest.approx((0.95, 0.95))
+    assert shapes[5][5] == pytest.approx((0.95**0.5, 0.95**0.5))  # sqrt(0.95 * 1.0)
+    anchors = ssd_anchors([(2, 2), (1, 1)])
+    assert anchors.shape == (2 * 2 * 3 + 6, 4)
+    # The first anchor of the first cell: scale 0.1 centred at (0.25, 0.25).
+    assert anchors[0].tolist() == pytest.approx([0.2, 0.2, 0.3, 0.3])
+    # Map, row, column, anchor: the second cell of the first row is three anchors on.
+    assert ((anchors[3, :2] + anchors[3, 2:]) / 2).tolist() == pytest.approx([0.75, 0.25])
+
+
+def test_box_coder_round_trip_and_scale():
+    generator = torch.Generator().manual_seed(0)
+    anchors = ssd_anchors([(4, 4), (2, 2)])
+    centres = torch.rand(len(anchors), 2, generator=generator)
+    sizes = torch.rand(len(anchors), 2, generator=generator) * 0.5 + 0.05
+    boxes = torch.cat([centres - sizes / 2, centres + sizes / 2], dim=1)
+    assert torch.allclose(decode(encode(boxes, anchors), anchors), boxes, atol=1e-5)
+    # An anchor encodes to zeros; a box twice as wide to 5 log 2 in the width term.
+    assert encode(anchors, anchors).abs().max() < 1e-6
+    wider = anchors.clone()
+    wider[:, 0] -= (anchors[:, 2] - anchors[:, 0]) / 2
+    wider[:, 2] += (anchors[:, 2] - anchors[:, 0]) / 2
+    assert torch.allclose(encode(wider, anchors)[:, 2], torch.full((len(anchors),), 5 * 0.6931472), atol=1e-4)
+
+
+def test_reset_classifier_for_a_new_dataset():
+    model = lightnets.create_model("ssdlite_mobilenet_v2", width=0.35, num_classes=2).eval()
+    _, scores = model(torch.zeros(1, 3, 128, 128))
+    assert scores.shape[-1] == 2
+    model.reset_classifier(5)
+    assert model(torch.zeros(1, 3, 128, 128))[1].shape[-1] == 5
+    with pytest.raises(ValueError, match="num_classes >= 2"):
+        model.reset_classifier(1)
+
+
+def test_profile_reports_backbone_extras_and_head_at_the_papers_side(capsys):
+    model = lightnets.create_model("ssdlite_mobilenet_v2")
+    report = lightnets.profile(model, (3, 320, 320))
+    parts = {p.part: p for p in cost_by_part(report, model)}
+    assert sum(p.madds for p in parts.values()) == report.madds
+    assert sum(p.params for p in parts.values()) == report.params
+    assert main(["profile", "ssdlite_mobilenet_v2", "--format", "json"]) == 0
+    out = capsys.readouterr().out
+    assert '"extras"' in out and '"head"' in out and "320" in out
