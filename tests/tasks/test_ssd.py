@@ -1,6 +1,8 @@
-"""SSD and SSDLite: the papers' cost rows, the anchors and the box coder."""
+"""SSD and SSDLite: the papers' cost rows, anchors, box coder, matching, loss, NMS."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -8,7 +10,10 @@ import torch
 import lightnets
 from lightnets.cli import main
 from lightnets.tasks.anchors import anchor_shapes, anchors_per_position, decode, encode, ssd_anchors
+from lightnets.tasks.boxes import batched_nms, box_iou, nms
 from lightnets.tasks.costs import cost_by_part
+from lightnets.tasks.detect import postprocess
+from lightnets.tasks.multibox import MIN_NEGATIVES, match, multibox_loss
 
 DETECTORS = [
     "ssdlite_mobilenet_v2",
@@ -117,3 +122,63 @@ def test_profile_reports_backbone_extras_and_head_at_the_papers_side(capsys):
     assert main(["profile", "ssdlite_mobilenet_v2", "--format", "json"]) == 0
     out = capsys.readouterr().out
     assert '"extras"' in out and '"head"' in out and "320" in out
+
+
+def test_box_iou_and_nms():
+    a = torch.tensor([[0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 3.0, 3.0], [5.0, 5.0, 6.0, 6.0]])
+    iou = box_iou(a, a)
+    assert iou[0, 1].item() == pytest.approx(1 / 7) and iou[0, 2].item() == 0 and iou[2, 2].item() == 1
+    boxes = torch.tensor(
+        [[0.0, 0.0, 1.0, 1.0], [0.05, 0.0, 1.05, 1.0], [2.0, 2.0, 3.0, 3.0], [0.0, 0.1, 1.0, 1.1]]
+    )
+    scores = torch.tensor([0.5, 0.9, 0.3, 0.4])
+    # Box 1 (0.9) suppresses boxes 0 and 3 (IoU > 0.6 with it); box 2 overlaps nothing.
+    assert nms(boxes, scores, 0.6).tolist() == [1, 2]
+    assert nms(boxes, scores, 0.95).tolist() == [1, 0, 3, 2]
+    # Another class is never suppressed.
+    assert sorted(batched_nms(boxes, scores, torch.tensor([0, 0, 0, 1]), 0.6).tolist()) == [1, 2, 3]
+    assert batched_nms(boxes[:0], scores[:0], torch.tensor([], dtype=torch.long), 0.6).numel() == 0
+
+
+def test_matching_takes_the_best_box_and_forces_a_match_for_every_box():
+    anchors = ssd_anchors([(4, 4), (2, 2)])
+    exact = anchors[5]
+    tiny = torch.tensor([0.90, 0.90, 0.91, 0.91])  # overlaps every anchor by less than 0.5
+    labels, offsets = match(anchors, torch.stack([exact, tiny]), torch.tensor([2, 0]))
+    assert labels[5] == 3 and offsets[5].abs().max() < 1e-5  # class 2 -> label 3; the anchor itself
+    forced = box_iou(tiny[None], anchors)[0].argmax()
+    assert labels[forced] == 1  # class 0, forced onto its best anchor
+    assert (labels > 0).sum() >= 2 and torch.allclose(
+        decode(offsets[forced], anchors[forced]), tiny, atol=1e-5
+    )
+    empty_labels, empty_offsets = match(anchors, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
+    assert (empty_labels == 0).all() and (empty_offsets == 0).all()
+
+
+def test_multibox_loss_mines_three_negatives_per_positive():
+    anchors = ssd_anchors([(4, 4), (2, 2)])
+    labels, offsets = match(anchors, anchors[[5]], torch.tensor([0]))
+    empty, no_offsets = match(anchors, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
+    labels, offsets = torch.stack([labels, empty]), torch.stack([offsets, no_offsets])
+    positives = int((labels[0] > 0).sum())
+    scores = torch.zeros(2, len(anchors), 2, requires_grad=True)
+    predicted = offsets.clone().requires_grad_(True)
+    loss, terms = multibox_loss(predicted, scores, labels, offsets)
+    assert terms["box_loss"] == 0  # the offsets are the targets
+    # Uniform scores: every anchor costs ln 2; counted are the positives, 3 negatives
+    # per positive in the first image and the minimum in the image without objects.
+    counted = positives + 3 * positives + MIN_NEGATIVES
+    assert loss.item() == pytest.approx(counted * math.log(2) / positives, rel=1e-5)
+    loss.backward()
+    assert int((scores.grad.abs().sum(-1) > 0).sum()) == counted
+
+
+def test_postprocess_gives_the_confident_anchor_as_a_detection():
+    anchors = ssd_anchors([(4, 4), (2, 2)])
+    offsets = torch.zeros(1, len(anchors), 4)
+    scores = torch.zeros(1, len(anchors), 3)
+    scores[0, :, 0] = 10.0  # background everywhere ...
+    scores[0, 7, 2] = 12.0  # ... but anchor 7 is class 1 (label 2)
+    [found] = postprocess(offsets, scores, anchors, score_threshold=0.5)
+    assert len(found) == 1 and found.classes.tolist() == [1]
+    assert torch.allclose(found.boxes[0], anchors[7].clamp(0, 1)) and found.scores[0] > 0.8
