@@ -1,0 +1,237 @@
+"""Detection data: Penn-Fudan's pedestrian boxes, YOLO-format folders (coco128) and
+COCO-JSON annotations, each read into a :class:`DetectionData` of photos with boxes.
+
+Boxes are ``(x1, y1, x2, y2)`` in pixels of the photo (the top-left pixel's corner at
+0, 0), classes 0-based indices into ``DetectionData.classes``.
+
+* **Penn-Fudan** (:func:`pennfudan_boxes`): the boxes of its annotation files (pixel
+  positions counted from 1, inclusive), one class ``person``; the train / val split of
+  :func:`.segdata.pennfudan_split`, so segmentation and detection share it.
+* **YOLO folders** (:func:`yolo_boxes`): ``images/[SUB/]*.jpg`` and
+  ``labels/[SUB/]<stem>.txt`` paired by file stem, one ``class cx cy w h`` line per
+  object in units of the photo's sides; a missing label file means no objects (coco128
+  has two such photos, and two label files without a photo, which are ignored). Class
+  names from ``classes.txt`` or a ``data.yaml`` ``names:`` list beside the folders, or
+  given; else the class numbers.
+* **COCO JSON** (:func:`coco_boxes`): ``images``, ``annotations`` (``bbox`` as
+  ``x y w h``, ``category_id``, ``iscrowd``) and ``categories``; the categories in
+  increasing id order become the classes; crowd regions are not objects to detect.
+
+**Bad labels**, found when the data is read: a box reaching outside its photo is clipped
+to it; a box with no area (after clipping), with coordinates that are not numbers, or
+of a class outside the list is dropped; each file with any of these gets one warning
+naming it and what was done. A photo without objects is kept: it teaches the
+background.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..data.images import is_image_file, load_image
+from .segdata import pennfudan_root, pennfudan_split
+
+
+@dataclass
+class Annotated:
+    """One photo, its boxes ``(G, 4)`` float32 in pixels and their classes ``(G,)`` int64."""
+
+    image: Path
+    boxes: np.ndarray
+    classes: np.ndarray
+
+
+class DetectionData(torch.utils.data.Dataset):
+    """Photos with boxes. Items are ``transform(photo, boxes, classes)``, or the RGB
+    ``PIL.Image`` and the two arrays without a transform."""
+
+    def __init__(
+        self, items: Sequence[Annotated], classes: Sequence[str], transform: Callable | None = None
+    ) -> None:
+        self.items = list(items)
+        self.classes = list(classes)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Any:
+        item = self.items[index]
+        photo = load_image(item.image)
+        if self.transform is None:
+            return photo, item.boxes, item.classes
+        return self.transform(photo, item.boxes, item.classes)
+
+    @property
+    def boxes(self) -> int:
+        """The number of objects in all photos."""
+        return sum(len(item.classes) for item in self.items)
+
+
+def checked_boxes(
+    source: Path, boxes: np.ndarray, classes: np.ndarray, size: tuple[int, int], num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``boxes`` clipped to a photo of ``size`` (width, height), less those with no area,
+    not finite or of a class outside ``0 .. num_classes - 1``; one warning names
+    ``source`` when anything changed."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    classes = np.asarray(classes, dtype=np.int64).reshape(-1)
+    finite = np.asarray(np.isfinite(boxes).all(axis=1), dtype=bool)
+    width, height = size
+    zeroed = np.where(finite[:, None], boxes, 0.0)
+    clipped = zeroed.clip(0, [width, height, width, height])
+    # Less than half a pixel out is rounding (YOLO's relative coordinates), not a problem.
+    outside: np.ndarray = finite & (np.abs(clipped - zeroed) >= 0.5).any(axis=1)
+    no_area: np.ndarray = (clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1])
+    bad_class: np.ndarray = (classes < 0) | (classes >= num_classes)
+    keep = finite & ~no_area & ~bad_class
+    problems = [
+        f"{count} {what}"
+        for count, what in (
+            (int((~finite).sum()), "boxes with coordinates that are not numbers, dropped"),
+            (int((keep & outside).sum()), "boxes reaching outside the photo, clipped"),
+            (int((finite & no_area & ~bad_class).sum()), "boxes with no area, dropped"),
+            (int((finite & bad_class).sum()), f"boxes of a class outside 0..{num_classes - 1}, dropped"),
+        )
+        if count
+    ]
+    if problems:
+        warnings.warn(f"{source}: {'; '.join(problems)}", stacklevel=2)
+    return clipped[keep].astype(np.float32), classes[keep]
+
+
+def _photo_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        return image.size
+
+
+PENNFUDAN_BOX = re.compile(r"\((\d+)\s*,\s*(\d+)\)\s*-\s*\((\d+)\s*,\s*(\d+)\)")
+
+
+def pennfudan_boxes(root: str | Path, split: str = "all", transform: Callable | None = None) -> DetectionData:
+    """Penn-Fudan's pedestrians as boxes of one class, ``person`` (see the module docstring)."""
+    root = pennfudan_root(root)
+    photos = {p.stem: p for p in (root / "PNGImages").iterdir() if is_image_file(p)}
+    items = []
+    for name in pennfudan_split(list(photos), split):
+        annotation = root / "Annotation" / f"{name}.txt"
+        text = annotation.read_text(encoding="utf-8", errors="replace") if annotation.is_file() else ""
+        corners = [
+            [float(x1) - 1, float(y1) - 1, float(x2), float(y2)]  # 1-based inclusive -> corners
+            for line in text.splitlines()
+            if line.startswith("Bounding box")
+            for x1, y1, x2, y2 in PENNFUDAN_BOX.findall(line.split(":", 1)[-1])
+        ]
+        boxes, classes = checked_boxes(
+            annotation, np.array(corners), np.zeros(len(corners)), _photo_size(photos[name]), 1
+        )
+        items.append(Annotated(photos[name], boxes, classes))
+    return DetectionData(items, ["person"], transform)
+
+
+def _yolo_class_names(root: Path) -> list[str] | None:
+    listing = root / "classes.txt"
+    if listing.is_file():
+        return [line.strip() for line in listing.read_text(encoding="utf-8").splitlines() if line.strip()]
+    for yaml in (root / "data.yaml", root / f"{root.name}.yaml"):
+        if yaml.is_file():  # the "names: [a, b, ...]" form, without a YAML parser
+            found = re.search(r"^names:\s*\[(.*?)\]", yaml.read_text(encoding="utf-8"), re.M | re.S)
+            if found:
+                return [n.strip().strip("'\"") for n in found.group(1).split(",") if n.strip()]
+    return None
+
+
+def yolo_boxes(
+    root: str | Path,
+    subset: str | None = None,
+    class_names: Sequence[str] | None = None,
+    transform: Callable | None = None,
+) -> DetectionData:
+    """A YOLO-format folder (``root/images/[subset]``, ``root/labels/[subset]``)."""
+    root = Path(root)
+    if not (root / "images").is_dir() and (root / root.name / "images").is_dir():
+        root = root / root.name  # coco128/coco128
+    images = root / "images" / (subset or "")
+    if not images.is_dir():
+        raise ValueError(f"{root} is not a YOLO folder: no {images.relative_to(root)}/ in it")
+    if subset is None:
+        subsets = sorted(p.name for p in images.iterdir() if p.is_dir())
+        if len(subsets) == 1:
+            return yolo_boxes(root, subsets[0], class_names, transform)
+    labels = root / "labels" / (subset or "")
+    photos = sorted(p for p in images.iterdir() if is_image_file(p))
+    if not photos:
+        raise ValueError(f"{images} holds no images")
+    rows: list[tuple[Path, Path, np.ndarray]] = []
+    for photo in photos:
+        label = labels / f"{photo.stem}.txt"
+        values = np.zeros((0, 5))
+        if label.is_file():
+            try:
+                values = np.loadtxt(label, ndmin=2).reshape(-1, 5) if label.stat().st_size else values
+            except ValueError as error:
+                warnings.warn(
+                    f"{label}: not 'class cx cy w h' lines ({error}); the photo has no objects", stacklevel=2
+                )
+        rows.append((photo, label, values))
+    names = list(class_names or _yolo_class_names(root) or [])
+    if not names:
+        largest = max((int(v[:, 0].max()) for _, _, v in rows if len(v)), default=0)
+        names = [str(k) for k in range(largest + 1)]
+    items = []
+    for photo, label, values in rows:
+        width, height = _photo_size(photo)
+        cx, cy, w, h = (values[:, k] for k in range(1, 5))
+        corners = np.stack(
+            [(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height], 1
+        )
+        boxes, classes = checked_boxes(label, corners, values[:, 0], (width, height), len(names))
+        items.append(Annotated(photo, boxes, classes))
+    return DetectionData(items, names, transform)
+
+
+def coco_boxes(
+    images: str | Path, annotations: str | Path, transform: Callable | None = None
+) -> DetectionData:
+    """Photos in ``images`` with the boxes of a COCO-JSON ``annotations`` file."""
+    images, annotations = Path(images), Path(annotations)
+    try:
+        data = json.loads(annotations.read_text(encoding="utf-8"))
+        categories = sorted(data["categories"], key=lambda c: c["id"])
+        photos = {p["id"]: p for p in data["images"]}
+        objects = data.get("annotations", [])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"{annotations} is not a COCO annotation file ({type(error).__name__}: {error})"
+        ) from None
+    index = {c["id"]: k for k, c in enumerate(categories)}
+    per_photo: dict[int, list[dict]] = {key: [] for key in photos}
+    for obj in objects:
+        if obj.get("image_id") in per_photo and not obj.get("iscrowd", 0):
+            per_photo[obj["image_id"]].append(obj)
+    items = []
+    for key, photo in photos.items():
+        path = images / photo["file_name"]
+        if not path.is_file():
+            warnings.warn(f"{path}: listed in {annotations.name} but missing; skipped", stacklevel=2)
+            continue
+        found = per_photo[key]
+        xywh = np.array([o.get("bbox", [np.nan] * 4) for o in found], dtype=np.float64).reshape(-1, 4)
+        corners = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+        classes = np.array([index.get(o.get("category_id"), -1) for o in found])
+        size = (int(photo.get("width") or 0), int(photo.get("height") or 0))
+        boxes, kept = checked_boxes(
+            path, corners, classes, size if all(size) else _photo_size(path), len(index)
+        )
+        items.append(Annotated(path, boxes, kept))
+    return DetectionData(items, [c["name"] for c in categories], transform)

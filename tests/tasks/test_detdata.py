@@ -1,0 +1,101 @@
+"""Detection data: Penn-Fudan boxes, YOLO folders, COCO JSON, and what bad labels get."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SHARED, shared_folder
+from PIL import Image
+
+from lightnets.tasks.detdata import checked_boxes, coco_boxes, pennfudan_boxes, yolo_boxes
+from lightnets.tasks.segdata import PENNFUDAN_VAL_141
+
+
+def _photo(path: Path, size: tuple[int, int] = (40, 30)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (90, 120, 150)).save(path)
+    return path
+
+
+def test_pennfudan_boxes_share_the_segmentation_split(pennfudan_folder):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        val = pennfudan_boxes(pennfudan_folder, "val")
+        every = pennfudan_boxes(pennfudan_folder, "all")
+    assert tuple(item.image.stem for item in val.items) == PENNFUDAN_VAL_141
+    assert val.classes == ["person"] and len(every) == 141
+    # FudanPed00005.txt: "(188, 59) - (320, 336)": 1-based inclusive pixels -> corners.
+    assert val.items[0].boxes[0].tolist() == [187.0, 58.0, 320.0, 336.0]
+    # Each box holds its pedestrian's mask pixels.
+    item = every.items[0]
+    mask = np.asarray(
+        Image.open(pennfudan_folder / "PennFudanPed" / "PedMasks" / f"{item.image.stem}_mask.png")
+    )
+    for k, (x1, y1, x2, y2) in enumerate(item.boxes, start=1):
+        ys, xs = np.nonzero(mask == k)
+        assert x1 <= xs.min() and xs.max() < x2 and y1 <= ys.min() and ys.max() < y2
+
+
+def test_coco128_pairs_by_stem_and_a_missing_label_file_means_no_objects():
+    root = shared_folder(SHARED / "data" / "coco128", "coco128")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = yolo_boxes(root)
+    assert len(data) == 128 and len(data.classes) == 80
+    empty = {item.image.stem for item in data.items if len(item.classes) == 0}
+    assert {"000000000250", "000000000508"} <= empty
+    photo, boxes, classes = data[0]
+    assert boxes.shape == (len(classes), 4) and (boxes[:, 2:] <= photo.size).all()
+
+
+def test_yolo_folder_reads_names_and_converts_boxes(tmp_path):
+    _photo(tmp_path / "images" / "a.jpg", (100, 50))
+    _photo(tmp_path / "images" / "b.jpg", (100, 50))
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "a.txt").write_text("1 0.5 0.5 0.2 0.4\n")
+    (tmp_path / "classes.txt").write_text("cat\ndog\n")
+    data = yolo_boxes(tmp_path)
+    assert data.classes == ["cat", "dog"] and len(data) == 2
+    assert data.items[0].boxes.tolist() == [[40.0, 15.0, 60.0, 35.0]] and data.items[0].classes.tolist() == [
+        1
+    ]
+    assert len(data.items[1].classes) == 0
+
+
+def test_bad_boxes_are_clipped_or_dropped_with_one_warning_naming_the_file(tmp_path):
+    boxes = np.array([[-5, 2, 10, 10], [3, 3, 3, 8], [1, 1, 5, 5], [1, 1, 5, 5], [np.nan, 0, 1, 1]])
+    with pytest.warns(UserWarning) as caught:
+        kept, classes = checked_boxes(tmp_path / "x.txt", boxes, np.array([0, 0, 7, 1, 0]), (20, 20), 2)
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "x.txt" in message and "1 boxes reaching outside the photo, clipped" in message
+    assert "1 boxes with no area" in message and "class outside 0..1" in message and "not numbers" in message
+    assert kept.tolist() == [[0, 2, 10, 10], [1, 1, 5, 5]] and classes.tolist() == [0, 1]
+
+
+def test_coco_json_maps_categories_and_skips_crowds(tmp_path):
+    _photo(tmp_path / "img" / "p.jpg", (64, 48))
+    annotations = {
+        "images": [{"id": 7, "file_name": "p.jpg", "width": 64, "height": 48},
+                   {"id": 8, "file_name": "gone.jpg", "width": 64, "height": 48}],
+        "categories": [{"id": 18, "name": "dog"}, {"id": 1, "name": "person"}],
+        "annotations": [
+            {"image_id": 7, "bbox": [10, 5, 20, 10], "category_id": 18, "iscrowd": 0},
+            {"image_id": 7, "bbox": [0, 0, 64, 48], "category_id": 1, "iscrowd": 1},
+            {"image_id": 7, "bbox": [1, 1, 2, 2], "category_id": 1},
+        ],
+    }  # fmt: skip
+    (tmp_path / "ann.json").write_text(json.dumps(annotations))
+    with pytest.warns(UserWarning, match="gone.jpg"):
+        data = coco_boxes(tmp_path / "img", tmp_path / "ann.json")
+    assert data.classes == ["person", "dog"] and len(data) == 1
+    assert data.items[0].boxes.tolist() == [[10, 5, 30, 15], [1, 1, 3, 3]] and data.items[
+        0
+    ].classes.tolist() == [1, 0]
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a COCO annotation file"):
+        coco_boxes(tmp_path / "img", tmp_path / "bad.json")
