@@ -55,6 +55,12 @@ def pennfudan_folder() -> Path:
     return shared_folder(PENNFUDAN, "Penn-Fudan copy")
 
 
+@pytest.fixture(scope="session")
+def coco128_folder() -> Path:
+    """The first 128 COCO train2017 photos with YOLO-format boxes (``coco128/``)."""
+    return shared_folder(SHARED / "data" / "coco128", "coco128 copy")
+
+
 @pytest.fixture
 def one_thread():
     """One PyTorch thread for the test (fast and deterministic on a shared machine, and

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED, shared_folder
 from PIL import Image
 
 from lightnets.tasks.detdata import checked_boxes, coco_boxes, pennfudan_boxes, yolo_boxes
@@ -40,11 +39,10 @@ def test_pennfudan_boxes_share_the_segmentation_split(pennfudan_folder):
         assert x1 <= xs.min() and xs.max() < x2 and y1 <= ys.min() and ys.max() < y2
 
 
-def test_coco128_pairs_by_stem_and_a_missing_label_file_means_no_objects():
-    root = shared_folder(SHARED / "data" / "coco128", "coco128")
+def test_coco128_pairs_by_stem_and_a_missing_label_file_means_no_objects(coco128_folder):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        data = yolo_boxes(root)
+        data = yolo_boxes(coco128_folder)
     assert len(data) == 128 and len(data.classes) == 80
     empty = {item.image.stem for item in data.items if len(item.classes) == 0}
     assert {"000000000250", "000000000508"} <= empty
