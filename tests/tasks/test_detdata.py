@@ -10,8 +10,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lightnets.tasks.detdata import checked_boxes, coco_boxes, pennfudan_boxes, yolo_boxes
-from lightnets.tasks.segdata import PENNFUDAN_VAL_141
+from lightnets.tasks.detdata import (
+    DetectionAugment,
+    DetectionResize,
+    checked_boxes,
+    coco_boxes,
+    collate_detection,
+    pennfudan_boxes,
+    yolo_boxes,
+)
+from lightnets.tasks.segdata import PENNFUDAN_VAL_141, Normalise
 
 
 def _photo(path: Path, size: tuple[int, int] = (40, 30)) -> Path:
@@ -97,3 +105,23 @@ def test_coco_json_maps_categories_and_skips_crowds(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match="not a COCO annotation file"):
         coco_boxes(tmp_path / "img", tmp_path / "bad.json")
+
+
+def test_augmentation_keeps_boxes_on_their_objects(pennfudan_folder):
+    """A red square on grey: after any crop, zoom and flip, every box still frames red."""
+    photo = np.full((120, 160, 3), 128, np.uint8)
+    photo[30:70, 50:100] = (255, 0, 0)
+    augment = DetectionAugment(64, Normalise(mean=(0, 0, 0), std=(1, 1, 1)), seed=0, jitter=0)
+    for _ in range(40):
+        image, boxes, classes = augment(Image.fromarray(photo), np.array([[50, 30, 100, 70]]), np.array([3]))
+        assert image.shape == (3, 64, 64) and boxes.shape == (len(classes), 4)
+        assert ((boxes >= 0) & (boxes <= 1)).all() and (classes == 3).all()
+        for x1, y1, x2, y2 in (boxes * 64).round().int().tolist():
+            inner = image[:, y1 + 2 : y2 - 2, x1 + 2 : x2 - 2]
+            if inner.numel():
+                assert (inner[0] > 200).float().mean() > 0.9  # red inside the box
+    empty = augment(Image.fromarray(photo), np.zeros((0, 4)), np.zeros(0))
+    assert empty[1].shape == (0, 4)
+    data = pennfudan_boxes(pennfudan_folder, "val", DetectionResize(96, Normalise()))
+    images, boxes, classes = collate_detection([data[0], data[1]])
+    assert images.shape == (2, 3, 96, 96) and len(boxes) == 2 and boxes[0].max() <= 1

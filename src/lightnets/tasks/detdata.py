@@ -22,6 +22,15 @@ to it; a box with no area (after clipping), with coordinates that are not number
 of a class outside the list is dropped; each file with any of these gets one warning
 naming it and what was done. A photo without objects is kept: it teaches the
 background.
+
+**Transforms**: SSD's input is a square, so every photo is resized to ``size`` x
+``size`` (its aspect not kept, as SSD trains and tests) and the boxes expressed in units
+of the sides (0..1). :class:`DetectionAugment` first applies SSD's data augmentation
+(Liu et al., 2016, Section 3.6), the same to the photo and its boxes: a zoom out (the
+photo placed on a canvas of its mean colour up to :data:`MAX_ZOOM_OUT` times larger),
+a random crop whose overlap with some object is at least one of :data:`CROP_MIN_IOU`
+(or the whole photo) and which keeps the objects whose centres it holds, a left-right
+flip, and brightness, contrast and saturation jitter of the photo.
 """
 
 from __future__ import annotations
@@ -39,7 +48,12 @@ import torch
 from PIL import Image
 
 from ..data.images import is_image_file, load_image
-from .segdata import pennfudan_root, pennfudan_split
+from .boxes import box_iou
+from .segdata import Normalise, pennfudan_root, pennfudan_split
+
+MAX_ZOOM_OUT = 4.0
+CROP_MIN_IOU = (None, 0.1, 0.3, 0.5, 0.7, 0.9)  # None: keep the whole photo
+CROP_TRIALS = 50
 
 
 @dataclass
@@ -235,3 +249,106 @@ def coco_boxes(
         )
         items.append(Annotated(path, boxes, kept))
     return DetectionData(items, [c["name"] for c in categories], transform)
+
+
+Target = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _square(
+    photo: np.ndarray, boxes: np.ndarray, size: int, normalise: Normalise
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The photo resized to ``size`` x ``size`` and normalised; boxes in units of its sides."""
+    height, width = photo.shape[:2]
+    resized = np.asarray(Image.fromarray(photo).resize((size, size), Image.Resampling.BILINEAR))
+    scale = np.array([width, height, width, height], np.float32)
+    units = torch.from_numpy((np.asarray(boxes, np.float32).reshape(-1, 4) / scale).clip(0, 1))
+    return normalise(resized), units
+
+
+class DetectionResize:
+    """Evaluation transform: the photo to ``size`` x ``size``; ``(image, boxes, classes)``."""
+
+    def __init__(self, size: int, normalise: Normalise) -> None:
+        self.size, self.normalise = size, normalise
+
+    def __call__(self, photo: Image.Image, boxes: np.ndarray, classes: np.ndarray) -> Target:
+        image, units = _square(np.asarray(photo), boxes, self.size, self.normalise)
+        return image, units, torch.from_numpy(np.asarray(classes, np.int64))
+
+
+class DetectionAugment:
+    """SSD's training augmentation of a photo and its boxes (see the module docstring)."""
+
+    def __init__(self, size: int, normalise: Normalise, seed: int | None = None, jitter: float = 0.3) -> None:
+        self.size, self.normalise, self.jitter = size, normalise, jitter
+        self.random = np.random.default_rng(seed)
+
+    def _zoom_out(self, photo: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        height, width = photo.shape[:2]
+        ratio = self.random.uniform(1, MAX_ZOOM_OUT)
+        canvas_h, canvas_w = int(height * ratio), int(width * ratio)
+        top, left = (
+            int(self.random.integers(0, canvas_h - height + 1)),
+            int(self.random.integers(0, canvas_w - width + 1)),
+        )
+        canvas = np.empty((canvas_h, canvas_w, 3), np.uint8)
+        canvas[:] = np.asarray(self.normalise.mean).round().astype(np.uint8)
+        canvas[top : top + height, left : left + width] = photo
+        return canvas, boxes + np.array([left, top, left, top], np.float32)
+
+    def _crop(self, photo: np.ndarray, boxes: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, ...]:
+        height, width = photo.shape[:2]
+        while True:  # as SSD: draw an overlap bound, then up to CROP_TRIALS crops that meet it
+            bound = CROP_MIN_IOU[int(self.random.integers(len(CROP_MIN_IOU)))]
+            if bound is None or len(boxes) == 0:
+                return photo, boxes, classes
+            for _ in range(CROP_TRIALS):
+                w, h = self.random.uniform(0.3, 1.0) * width, self.random.uniform(0.3, 1.0) * height
+                if not 0.5 <= h / w <= 2:
+                    continue
+                x, y = self.random.uniform(0, width - w), self.random.uniform(0, height - h)
+                crop = np.array([x, y, x + w, y + h], np.float32)
+                if box_iou(torch.from_numpy(crop[None]), torch.from_numpy(boxes)).max() < bound:
+                    continue
+                centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+                inside = ((centres > crop[:2]) & (centres < crop[2:])).all(axis=1)
+                if not inside.any():
+                    continue
+                kept = boxes[inside].copy()
+                kept[:, :2] = np.maximum(kept[:, :2], crop[:2]) - crop[:2]
+                kept[:, 2:] = np.minimum(kept[:, 2:], crop[2:]) - crop[:2]
+                x1, y1, x2, y2 = (int(round(v)) for v in crop)
+                return photo[y1:y2, x1:x2], kept, classes[inside]
+
+    def _colours(self, photo: np.ndarray) -> np.ndarray:
+        values = photo.astype(np.float32)
+        j = self.jitter
+        values = (
+            values * self.random.uniform(1 - j, 1 + j) + self.random.uniform(-j, j) * 64
+        )  # contrast, brightness
+        grey = values.mean(axis=2, keepdims=True)
+        values = grey + (values - grey) * self.random.uniform(1 - j, 1 + j)  # saturation
+        return values.clip(0, 255).astype(np.uint8)
+
+    def __call__(self, photo: Image.Image, boxes: np.ndarray, classes: np.ndarray) -> Target:
+        array = np.asarray(photo)
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        classes = np.asarray(classes, np.int64)
+        if self.jitter:
+            array = self._colours(array)
+        if self.random.random() < 0.5:
+            array, boxes = self._zoom_out(array, boxes)
+        array, boxes, classes = self._crop(array, boxes, classes)
+        if self.random.random() < 0.5:
+            array = array[:, ::-1]
+            boxes = np.stack(
+                [array.shape[1] - boxes[:, 2], boxes[:, 1], array.shape[1] - boxes[:, 0], boxes[:, 3]], 1
+            )
+        image, units = _square(np.ascontiguousarray(array), boxes, self.size, self.normalise)
+        return image, units, torch.from_numpy(classes)
+
+
+def collate_detection(batch: list[Target]) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """Images stacked; boxes and classes as lists (each photo has its own number)."""
+    images, boxes, classes = zip(*batch, strict=True)
+    return torch.stack(images), list(boxes), list(classes)
