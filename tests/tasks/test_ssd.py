@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import lightnets
 from lightnets.cli import main
 from lightnets.tasks.anchors import anchor_shapes, anchors_per_position, decode, encode, ssd_anchors
+from lightnets.tasks.average_precision import coco_scores
 from lightnets.tasks.boxes import batched_nms, box_iou, nms
 from lightnets.tasks.costs import cost_by_part
-from lightnets.tasks.detect import postprocess
+from lightnets.tasks.detdata import pennfudan_boxes
+from lightnets.tasks.detect import Detections, evaluate_detection, postprocess
 from lightnets.tasks.multibox import MIN_NEGATIVES, match, multibox_loss
 
 DETECTORS = [
@@ -182,3 +186,33 @@ def test_postprocess_gives_the_confident_anchor_as_a_detection():
     [found] = postprocess(offsets, scores, anchors, score_threshold=0.5)
     assert len(found) == 1 and found.classes.tolist() == [1]
     assert torch.allclose(found.boxes[0], anchors[7].clamp(0, 1)) and found.scores[0] > 0.8
+
+
+def test_coco_scores_of_perfect_and_of_no_detections(pennfudan_folder):
+    data = pennfudan_boxes(pennfudan_folder, "val")
+    data.items = data.items[:4]
+    sizes = [Image.open(item.image).size for item in data.items]
+    perfect = [
+        Detections(torch.from_numpy(item.boxes / np.array([w, h, w, h], np.float32)),
+                   torch.ones(len(item.classes)), torch.from_numpy(item.classes))
+        for item, (w, h) in zip(data.items, sizes, strict=True)
+    ]  # fmt: skip
+    scores = coco_scores(data, perfect, sizes)
+    assert scores.map == pytest.approx(1.0) and scores.ap50 == pytest.approx(1.0)
+    assert scores.per_class["person"] == pytest.approx(1.0) and scores.objects == sum(
+        len(i.classes) for i in data.items
+    )
+    shifted = [Detections(d.boxes + 0.5, d.scores, d.classes) for d in perfect]  # nowhere near
+    assert coco_scores(data, shifted, sizes).map == 0
+    none = [
+        Detections(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long)) for _ in data.items
+    ]
+    assert coco_scores(data, none, sizes).map == 0
+
+
+def test_an_untrained_detector_is_evaluated_end_to_end(pennfudan_folder):
+    data = pennfudan_boxes(pennfudan_folder, "val")
+    data.items = data.items[:3]
+    model = lightnets.create_model("ssdlite_mobilenet_v2", width=0.35, num_classes=2)
+    scores = evaluate_detection(model, data, 128)
+    assert scores.images == 3 and 0 <= scores.map <= 1
