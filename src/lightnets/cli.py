@@ -24,6 +24,7 @@ from .tasks.cli import (
     add_segment_parsers,
     add_segmentation_eval_options,
     add_segmentation_train_options,
+    cmd_eval_detection,
     cmd_eval_segmentation,
     cmd_train_segmentation,
     refuse_segmentation_options,
@@ -226,6 +227,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.task == "segmentation":
         return cmd_eval_segmentation(args)
+    if args.task == "detection":
+        return cmd_eval_detection(args)
     model = model_for_backend(args, model_with_weights)
     result = evaluate(model, args.data, batch_size=args.batch_size, limit=args.limit, workers=args.workers)
     for path in result.skipped:

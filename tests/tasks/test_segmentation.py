@@ -22,7 +22,7 @@ from lightnets.tasks.segdata import (
     pennfudan,
     pennfudan_split,
 )
-from lightnets.tasks.segment import save_segmentation_weights
+from lightnets.tasks.segment import save_task_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -127,7 +127,7 @@ def test_iou_pools_pixels_and_ignores_void():
 def tiny_weights(tmp_path) -> Path:
     torch.manual_seed(0)
     model = lightnets.create_model("deeplabv3_mobilenet_v2", num_classes=2, width=0.35).eval()
-    return save_segmentation_weights(
+    return save_task_weights(
         model,
         tmp_path / "tiny.safetensors",
         "deeplabv3_mobilenet_v2",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ from lightnets.tasks.costs import cost_by_part
 from lightnets.tasks.detdata import pennfudan_boxes
 from lightnets.tasks.detect import Detections, evaluate_detection, postprocess
 from lightnets.tasks.multibox import MIN_NEGATIVES, match, multibox_loss
+from lightnets.tasks.segment import save_task_weights
 
 DETECTORS = [
     "ssdlite_mobilenet_v2",
@@ -216,3 +219,43 @@ def test_an_untrained_detector_is_evaluated_end_to_end(pennfudan_folder):
     model = lightnets.create_model("ssdlite_mobilenet_v2", width=0.35, num_classes=2)
     scores = evaluate_detection(model, data, 128)
     assert scores.images == 3 and 0 <= scores.map <= 1
+
+
+@pytest.fixture(scope="module")
+def tiny_detector(tmp_path_factory):
+    model = lightnets.create_model("ssdlite_mobilenet_v2", width=0.35, num_classes=2)
+    path = tmp_path_factory.mktemp("detector") / "model.safetensors"
+    return save_task_weights(model, path, "ssdlite_mobilenet_v2", {"width": 0.35}, ["person"], 96)
+
+
+def test_detect_command_draws_and_lists_detections(tiny_detector, pennfudan_folder, tmp_path, cli):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("FudanPed00005", "PennPed00026"):
+        (photos / f"{name}.png").write_bytes(
+            (pennfudan_folder / "PennFudanPed" / "PNGImages" / f"{name}.png").read_bytes()
+        )
+    code, out, err = cli("detect", photos, "--weights", tiny_detector, "--out", tmp_path / "out",
+                         "--threshold", "0.2", "--format", "json")  # fmt: skip
+    assert code == 0, err
+    records = json.loads(out)
+    assert [Path(r["drawing"]).name for r in records] == [
+        "FudanPed00005_detections.png",
+        "PennPed00026_detections.png",
+    ]
+    assert Image.open(records[0]["drawing"]).size == Image.open(photos / "FudanPed00005.png").size
+    listing = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert len(listing) == sum(len(r["detections"]) for r in records)
+    for d in listing:
+        assert d["category"] == "person" and d["score"] >= 0.2 and len(d["bbox"]) == 4
+
+
+def test_eval_task_detection_and_refusals(tiny_detector, pennfudan_folder, cli):
+    code, out, err = cli("eval", "--task", "detection", "--data", pennfudan_folder, "--weights", tiny_detector,
+                         "--limit", 2, "--format", "json")  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["images"] == 2 and result["size"] == 96 and 0 <= result["mAP"] <= 1
+    assert set(result["per_class_AP"]) == {"person"}
+    code, _, err = cli("detect", pennfudan_folder, "--weights", "mobilenet_v2_100_224.tflite_uint8")
+    assert code == 2 and "is not a detection model" in err

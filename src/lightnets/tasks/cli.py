@@ -1,4 +1,4 @@
-"""The segmentation commands: ``segment``, ``train --task segmentation`` and ``eval --task segmentation``."""
+"""The task commands: ``segment``, ``detect``, ``train --task segmentation`` and ``eval --task segmentation`` / ``detection``."""
 
 from __future__ import annotations
 
@@ -11,24 +11,32 @@ from typing import Any
 import torch
 
 from ..data.images import is_image_file
+from ..files import write_text
 from ..models.registry import get_entry
 from ..render import render
 from ..zoo import add_weights_options, model_for_weights, model_kwargs
 from ..zoo.options import given_model_options
-from .deeplab import FAMILY
+from .deeplab import FAMILY, DeepLabV3
+from .detdata import open_detection_data
+from .detect import DRAW_THRESHOLD, detect_images, evaluate_detection
 from .segdata import pennfudan
 from .segment import evaluate_segmentation, input_size_of, segment_images
 from .segtrain import SegmentationRun, train_segmentation
+from .ssd import SSD
 
-TASKS = ("classification", "segmentation")
+TASKS = ("classification", "segmentation", "detection")
+TRAIN_TASKS = ("classification", "segmentation")
 
 
-def _model(args: argparse.Namespace) -> torch.nn.Module:
+def _model(args: argparse.Namespace, kind: type[torch.nn.Module] = DeepLabV3) -> Any:
+    """The task model of ``--weights``: a segmentation (``DeepLabV3``) or detection (``SSD``) model."""
+    what = "segmentation" if kind is DeepLabV3 else "detection"
     if getattr(args, "backend", None) not in (None, "pytorch"):
-        raise ValueError("segmentation runs with the pytorch backend only")
+        raise ValueError(f"{what} runs with the pytorch backend only")
     model = model_for_weights(args.weights, args.model, args.weights_root, **model_kwargs(args, args.model))
-    if not hasattr(model, "cost_parts"):
-        raise ValueError(f"{args.weights} is not a segmentation model (deeplabv3_*): segment needs one")
+    if not isinstance(model, kind):
+        family = "deeplabv3_*" if kind is DeepLabV3 else "ssd300_* or ssdlite_*"
+        raise ValueError(f"{args.weights} is not a {what} model ({family}): {args.command} needs one")
     return model.eval()
 
 
@@ -81,13 +89,49 @@ def cmd_eval_segmentation(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_detect(args: argparse.Namespace) -> int:
+    """``lightnets detect``: drawings and a COCO-style JSON of the detections."""
+    model = _model(args, SSD)
+    records = detect_images(model, _image_paths(args.images), args.out, args.size, args.threshold)
+    results = [{"file_name": Path(r["image"]).name, **d} for r in records for d in r["detections"]]
+    listing = write_text(Path(args.out) / "detections.json", json.dumps(results, indent=1) + "\n")
+    if args.format == "json":
+        print(json.dumps(records, indent=2))
+        return 0
+    for record in records:
+        found = ", ".join(f"{d['category']} {d['score']:.2f}" for d in record["detections"]) or "nothing"
+        print(f"{record['image']}: {found} -> {record['drawing']}")
+    print(f"all detections: {listing}")
+    return 0
+
+
+def cmd_eval_detection(args: argparse.Namespace) -> int:
+    """``lightnets eval --task detection``: COCO-style average precision."""
+    model = _model(args, SSD)
+    data = open_detection_data(args.data, args.split)
+    if args.limit:
+        data.items = data.items[: args.limit]
+    size = args.size or input_size_of(model, model.default_input_size)
+    scores = evaluate_detection(model, data, size)
+    if args.format == "json":
+        print(json.dumps(scores.to_dict() | {"weights": str(args.weights), "size": size}, indent=2))
+        return 0
+    print(
+        f"{args.weights} on {args.data} ({scores.images} images, {scores.objects} objects, {size}x{size}): "
+        f"mAP@[.5:.95] {scores.map:.4f}, AP50 {scores.ap50:.4f}, AP75 {scores.ap75:.4f}"
+    )
+    print(render(("class", "AP@[.5:.95]"), list(scores.per_class.items()), "table", floatfmt=".4f"))
+    return 0
+
+
 def add_segmentation_eval_options(parser: argparse.ArgumentParser) -> None:
     """The options ``eval`` takes for ``--task segmentation``."""
     parser.add_argument(
         "--task",
         choices=TASKS,
         default="classification",
-        help="classification (an image folder) or segmentation (a Penn-Fudan folder: IoU per class, mIoU)",
+        help="classification (an image folder), segmentation (a Penn-Fudan folder: IoU per class, mIoU) "
+        "or detection (a Penn-Fudan or YOLO folder, or a COCO .json: COCO-style mAP, AP50, AP per class)",
     )
     parser.add_argument(
         "--split", choices=("train", "val", "all"), default="val", help="segmentation: the Penn-Fudan split"
@@ -129,7 +173,7 @@ def add_segmentation_train_options(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--task",
-        choices=TASKS,
+        choices=TRAIN_TASKS,
         default="classification",
         help="classification (the default: class folders, the options above) or segmentation",
     )
@@ -206,7 +250,7 @@ def cmd_train_segmentation(args: argparse.Namespace) -> int:
 
 
 def add_segment_parsers(sub: Any) -> None:
-    """Add ``segment`` to the ``lightnets`` subcommands."""
+    """Add ``segment`` and ``detect`` to the ``lightnets`` subcommands."""
     p = sub.add_parser(
         "segment",
         help="segment photos: PNG overlays and class masks",
@@ -219,3 +263,23 @@ def add_segment_parsers(sub: Any) -> None:
     p.add_argument("--size", type=int, help="the shorter side at the input (default: the weights')")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser(
+        "detect",
+        help="detect objects in photos: PNG drawings and a COCO-style JSON",
+        description="Run a detector (ssd300_* / ssdlite_* weights) on photos or folders of photos; "
+        "writes <name>_detections.png (boxes outlined and labelled) and detections.json (per "
+        "detection: file_name, bbox as x y w h in pixels, category_id, category, score).",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGES")
+    add_weights_options(p, "a detection weights file (model.safetensors)")
+    p.add_argument("--out", default="detected", metavar="DIR", help="output folder (default detected/)")
+    p.add_argument("--size", type=int, help="the input side (default: the weights')")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=DRAW_THRESHOLD,
+        help=f"lowest score kept (default {DRAW_THRESHOLD})",
+    )
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=cmd_detect)

@@ -352,3 +352,22 @@ def collate_detection(batch: list[Target]) -> tuple[torch.Tensor, list[torch.Ten
     """Images stacked; boxes and classes as lists (each photo has its own number)."""
     images, boxes, classes = zip(*batch, strict=True)
     return torch.stack(images), list(boxes), list(classes)
+
+
+def open_detection_data(
+    path: str | Path, split: str = "val", transform: Callable | None = None
+) -> DetectionData:
+    """The photos and boxes at ``path``: a Penn-Fudan folder (its ``split``), a YOLO
+    folder (``images/`` and ``labels/``) or a COCO-JSON file (photos beside it or in an
+    ``images/`` folder beside it)."""
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        images = path.parent / "images" if (path.parent / "images").is_dir() else path.parent
+        return coco_boxes(images, path, transform)
+    if not path.is_dir():
+        raise ValueError(f"{path}: no such folder or COCO .json file")
+    try:
+        pennfudan_root(path)
+    except ValueError:
+        return yolo_boxes(path, transform=transform)
+    return pennfudan_boxes(path, split, transform)

@@ -150,7 +150,7 @@ def segment_images(
     return records
 
 
-def save_segmentation_weights(
+def save_task_weights(
     model: nn.Module,
     path: str | Path,
     model_name: str,
@@ -159,8 +159,9 @@ def save_segmentation_weights(
     size: int,
 ) -> Path:
     """A lightnets ``.safetensors`` file that ``create_model(name, weights=path)`` and
-    ``lightnets segment --weights`` read back: the model, its arguments (the backbone's
-    padding fixed, no backbone weights to load again), classes and input normalisation."""
+    ``lightnets segment`` / ``detect --weights`` read back (a segmentation or detection
+    model): the model, its arguments (the backbone's padding fixed, no backbone weights
+    to load again), classes and input normalisation."""
     normalise = normalise_of(model)
     kwargs = {k: v for k, v in model_kwargs.items() if k not in ("backbone_weights", "num_classes")}
     if "padding" in _builder_parameters(model_name):

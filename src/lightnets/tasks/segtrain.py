@@ -29,7 +29,7 @@ from ..files import append_line, write_json
 from ..zoo import create_model
 from .deeplab import segmentation_loss
 from .segdata import Normalise, SegmentationAugment, pennfudan
-from .segment import evaluate_segmentation, normalise_of, save_segmentation_weights
+from .segment import evaluate_segmentation, normalise_of, save_task_weights
 
 
 @dataclass
@@ -144,7 +144,7 @@ def train_segmentation(run: SegmentationRun) -> dict[str, Any]:
             append_line(log, json.dumps(record))
         epoch += 1
     train_seconds = time.monotonic() - start
-    weights = save_segmentation_weights(
+    weights = save_task_weights(
         model, out / "model.safetensors", run.model, {**run.model_kwargs, **kwargs}, train.classes, eval_size
     )
     evaluation_start = time.monotonic()
