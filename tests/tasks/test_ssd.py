@@ -259,3 +259,19 @@ def test_eval_task_detection_and_refusals(tiny_detector, pennfudan_folder, cli):
     assert set(result["per_class_AP"]) == {"person"}
     code, _, err = cli("detect", pennfudan_folder, "--weights", "mobilenet_v2_100_224.tflite_uint8")
     assert code == 2 and "is not a detection model" in err
+
+
+def test_onnx_export_gives_the_same_boxes_and_scores(tiny_detector, tmp_path, cli):
+    import onnxruntime as ort
+
+    code, out, err = cli("export", "--weights", tiny_detector, "-o", tmp_path / "det.onnx")
+    assert code == 0 and "2 classes" in out, err
+    session = ort.InferenceSession(str(tmp_path / "det.onnx"))
+    assert [o.name for o in session.get_outputs()] == ["boxes", "scores"]
+    model = lightnets.create_model("ssdlite_mobilenet_v2", weights=str(tiny_detector)).eval()
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    boxes, scores = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        expected_boxes, expected_scores = model(x)
+    assert np.abs(boxes - expected_boxes.numpy()).max() < 1e-4
+    assert np.abs(scores - expected_scores.numpy()).max() < 1e-4

@@ -241,7 +241,8 @@ def export_onnx(
             (example,),
             dynamo=True,
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
+            # A model with several outputs names them (a detector: boxes and scores).
+            output_names=list(getattr(model, "output_names", (OUTPUT_NAME,))),
             dynamic_shapes=dynamic_shapes,
             opset_version=opset,
             optimize=True,

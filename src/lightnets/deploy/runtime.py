@@ -95,8 +95,9 @@ class Runtime:
                 f"{self.path}: its transform crops {self.transform.size} pixels but the input is "
                 f"{self.input_size[1]}x{self.input_size[2]}"
             )
-        # Class scores are (N, classes) from a classifier, (N, classes, H, W) from a segmenter.
-        shape = outputs[0].shape or []
+        # Class scores are (N, classes) from a classifier, (N, classes, H, W) from a segmenter,
+        # the last output (N, anchors, classes) from a detector.
+        shape = outputs[-1].shape or []
         classes = shape[1] if len(shape) == 4 else shape[-1] if shape else None
         self.num_classes = classes if isinstance(classes, int) else len(self.metadata.class_names)
         self.class_names = self.metadata.class_names or [str(i) for i in range(self.num_classes)]

@@ -124,6 +124,7 @@ class SSD(nn.Module):
     """
 
     cost_parts = ("backbone", "extras", "head")
+    output_names = ("boxes", "scores")  # of an ONNX export
 
     def __init__(
         self,
