@@ -165,3 +165,15 @@ def test_a_safetensors_output_is_only_for_channels_alone(cli, tmp_path, extra):
     code, _, err = cli("compress", "--weights", "squeezenet1_1.gluon_npy", *extra, "-o", str(out))
     assert code != 0 and "a .safetensors output holds a dense model narrowed by --channels alone" in err
     assert not out.exists()
+
+
+def test_feature_info_follows_the_narrowed_expansions_and_keeps_the_dtype():
+    model = create_model("mobilenet_v2", width=0.35).double()
+    model.feature_location = "expansion"
+    prune_channels(model, 0.5)
+    level = model.feature_info[3]  # stride 16: features.14.expand
+    block = model.get_submodule(level.module.rsplit(".", 1)[0])
+    assert level.num_chs == block.inner_channels < 6 * 32
+    maps = model.forward_intermediates(torch.zeros(1, 3, 64, 64, dtype=torch.float64), intermediates_only=True)
+    assert [m.shape[1] for m in maps] == model.feature_info.channels()
+    assert all(p.dtype == torch.float64 for p in model.parameters())

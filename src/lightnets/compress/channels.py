@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..models.slimming import inner_layers, keep_inner_channels, narrowable_blocks
+from ..models.slimming import inner_layers, keep_inner_channels, narrowable_blocks, refresh_levels
 
 __all__ = ["ChannelRow", "channel_scores", "kept_width", "prune_channels"]
 
@@ -84,4 +84,5 @@ def prune_channels(model: nn.Module, fraction: float, divisor: int = 8) -> list[
             keep = torch.topk(channel_scores(block), after).indices.sort().values
             keep_inner_channels(block, keep)
         rows.append(ChannelRow(name, before, after))
+    refresh_levels(model)
     return rows

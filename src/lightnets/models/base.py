@@ -309,6 +309,12 @@ class Classifier(nn.Module):
     def num_features(self) -> int:
         return self.head.num_features
 
+    def refresh_feature_info(self) -> None:
+        """Describe the feature levels again from the layers, after they changed in place
+        (narrowed inner channels, layers cut off); the location and level count stay."""
+        self._levels = {loc: feature_levels(self.features, self.layer_info, loc) for loc in FEATURE_LOCATIONS}
+        self.feature_info = FeatureInfoList(self._levels[self._feature_location][: len(self.feature_info)])
+
     @property
     def feature_location(self) -> str:
         """Which tensor each feature level gives: ``"output"`` or ``"expansion"``.

@@ -56,9 +56,7 @@ def inner_widths(model: nn.Module) -> dict[str, int]:
 def narrowed_widths(model: nn.Module) -> dict[str, int]:
     """The inner widths of the blocks that were narrowed (what a weights file records)."""
     return {
-        name: int(block.inner_channels)
-        for name, block in narrowable_blocks(model).items()
-        if block.narrowed
+        name: int(block.inner_channels) for name, block in narrowable_blocks(model).items() if block.narrowed
     }
 
 
@@ -89,7 +87,7 @@ def _new_conv(old: nn.Conv2d, weight: Tensor, bias: Tensor | None, groups: int) 
         dilation=cast(tuple[int, int], old.dilation),
         groups=groups,
         bias=bias is not None,
-    ).to(weight.dtype)
+    ).to(device=weight.device, dtype=weight.dtype)
     with torch.no_grad():
         conv.weight.copy_(weight)
         if bias is not None and conv.bias is not None:
@@ -112,7 +110,10 @@ def _keep_outputs(unit: ConvBNAct, keep: Tensor, depthwise: bool = False) -> Non
                     getattr(new, name).copy_(source.detach()[keep])
             if norm.num_batches_tracked is not None and new.num_batches_tracked is not None:
                 new.num_batches_tracked.copy_(norm.num_batches_tracked)
-        unit.bn = new.to(norm.weight.dtype if norm.weight is not None else torch.float32).train(norm.training)
+        like = norm.running_mean if norm.running_mean is not None else norm.weight  # device and dtype
+        if like is not None:
+            new = new.to(device=like.device, dtype=like.dtype)
+        unit.bn = new.train(norm.training)
     unit.out_channels = len(keep)
     if depthwise:
         unit.in_channels = len(keep)
@@ -163,4 +164,12 @@ def narrow_to(model: nn.Module, widths: Mapping[str, int]) -> nn.Module:
             )
         if width != block.inner_channels:
             keep_inner_channels(block, list(range(width)))
+    refresh_levels(model)
     return model
+
+
+def refresh_levels(model: nn.Module) -> None:
+    """Bring a narrowed model's ``feature_info`` up to date (an expansion level's channels)."""
+    refresh = getattr(model, "refresh_feature_info", None)
+    if refresh is not None:
+        refresh()

@@ -116,7 +116,6 @@ def truncate(model: Classifier, last: int) -> Classifier:
     model.features = nn.Sequential(*list(model.features)[: index + 1])
     model.layer_info = model.layer_info[: index + 1]
     model.head = ClassifierHead(model.layer_info[-1].num_chs, 0)  # global pooling, no parameters
-    model._levels = {loc: feature_levels(model.features, model.layer_info, loc) for loc in model._levels}
-    model.feature_info = model._levels[model.feature_location]
+    model.refresh_feature_info()
     model.total_stride = model.layer_info[-1].reduction
     return model
