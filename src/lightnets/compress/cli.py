@@ -246,11 +246,16 @@ def narrow(model: Any, fraction: float, recovery: Any, progress: bool) -> tuple[
     and the blocks' rows (:class:`.channels.ChannelRow`)."""
     import copy
 
-    from .channels import prune_channels
+    from .channels import CALIBRATION_IMAGES, prune_channels
     from .pipeline import run_recovery
+    from .recovery import load_batches
 
     narrowed = copy.deepcopy(model)
-    rows = prune_channels(narrowed, fraction)
+    calibration = None
+    if recovery is not None:  # the removed channels' means, compensated
+        paths = list(recovery.paths)[:CALIBRATION_IMAGES]
+        calibration = load_batches(paths, recovery.transform, recovery.batch_size, progress, "calibration")
+    rows = prune_channels(narrowed, fraction, calibration=calibration)
     if recovery is not None:
         run_recovery(narrowed, model, recovery, recovery.steps, 0, "channel recovery", progress)
     return narrowed, rows
