@@ -38,11 +38,10 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..layers import ConvBNAct
-from ..models import build_model, register_model
+from ..models import register_model
 from ..models.base import Classifier, check_num_classes
-from ..weights.load import PretrainedConfig
-from ..zoo import create_model
 from .atrous import dilate, truncate
+from .task_model import TaskModel, backbone_for
 
 VOID = 255
 ASPP_RATES = (6, 12, 18)  # at output stride 16; doubled at 8, halved at 32
@@ -99,7 +98,7 @@ class DeepLabV3Head(nn.Module):
         return self.classifier(self.dropout(self.project(x)))
 
 
-class DeepLabV3(nn.Module):
+class DeepLabV3(TaskModel):
     """An atrous backbone and the DeepLabv3 head; ``forward`` gives class scores per pixel.
 
     ``backbone`` is a lightnets model already dilated and truncated (its ``features``
@@ -110,28 +109,13 @@ class DeepLabV3(nn.Module):
     cost_parts = ("backbone", "head")
 
     def __init__(self, backbone: Classifier, num_classes: int, aspp: bool, output_stride: int) -> None:
-        super().__init__()
+        super().__init__(backbone)
         if num_classes < 1:
             raise ValueError(f"num_classes must be an integer >= 1 for segmentation, got {num_classes!r}")
-        self.backbone = backbone
         rates = tuple(r * 16 // output_stride for r in ASPP_RATES) if aspp else ()
         self.head = DeepLabV3Head(backbone.layer_info[-1].num_chs, num_classes, rates)
         self.output_stride = output_stride
         self.aspp = aspp
-        self.min_input_size = backbone.min_input_size
-        self.backbone_cfg: PretrainedConfig | None = None
-        self.backbone_padding = "symmetric"
-
-    @property
-    def num_classes(self) -> int:
-        return self.head.num_classes
-
-    def check_input_size(self, height: int, width: int) -> None:
-        self.backbone.check_input_size(height, width)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """A new 1x1 classifier for ``num_classes`` (>= 1); the rest of the head stays."""
-        self.head.reset(num_classes)
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.backbone.forward_features(x)
@@ -155,20 +139,8 @@ def _deeplab(
     backbone_weights: str | None,
     backbone_kwargs: dict[str, Any],
 ) -> DeepLabV3:
-    if backbone_weights:
-        backbone = create_model(backbone_name, weights=backbone_weights, **backbone_kwargs)
-    else:
-        backbone = build_model(backbone_name, num_classes=0, **backbone_kwargs)
-    if not isinstance(backbone, Classifier):
-        raise TypeError(f"{backbone_name} is not a lightnets backbone")
-    config = getattr(backbone, "pretrained_cfg", None)
-    truncate(dilate(backbone, output_stride), last)
-    model = DeepLabV3(backbone, num_classes, aspp, output_stride)
-    # The input normalisation the backbone was trained with, and the padding its weights
-    # need (recorded in files written from this model).
-    model.backbone_cfg = config if isinstance(config, PretrainedConfig) else None
-    model.backbone_padding = str(getattr(backbone, "padding", "symmetric"))
-    return model
+    backbone = backbone_for(backbone_name, backbone_weights, backbone_kwargs)
+    return DeepLabV3(truncate(dilate(backbone, output_stride), last), num_classes, aspp, output_stride)
 
 
 _COMMON_ARGS = """

@@ -32,11 +32,10 @@ import torch
 from torch import Tensor, nn
 
 from ..layers import ConvBNAct
-from ..models import build_model, register_model
+from ..models import register_model
 from ..models.base import Classifier, check_num_classes
-from ..weights.load import PretrainedConfig
-from ..zoo import create_model
 from .anchors import anchors_per_position
+from .task_model import TaskModel, backbone_for
 
 FAMILY = "ssd"
 EXTRA_DEPTHS = (512, 256, 256, 128)  # the extra layers' channels (the configurations' layer_depth)
@@ -116,7 +115,7 @@ class SSDHead(nn.Module):
         return torch.cat(boxes, dim=1), torch.cat(scores, dim=1)
 
 
-class SSD(nn.Module):
+class SSD(TaskModel):
     """A backbone's two maps, the extra layers, and the predictors of all six maps.
 
     ``cost_parts`` names the children a cost report totals apart; ``default_input_size``
@@ -134,8 +133,7 @@ class SSD(nn.Module):
         separable: bool,
         input_size: int,
     ) -> None:
-        super().__init__()
-        self.backbone = backbone
+        super().__init__(backbone)
         self.levels = list(levels)
         channels = [backbone.feature_info[i].num_chs for i in self.levels]
         extras = []
@@ -146,20 +144,6 @@ class SSD(nn.Module):
         self.head = SSDHead(channels, anchors_per_position(len(channels)), num_classes, separable)
         self.separable = separable
         self.default_input_size = input_size
-        self.min_input_size = backbone.min_input_size
-        self.backbone_cfg: PretrainedConfig | None = None
-        self.backbone_padding = "symmetric"
-
-    @property
-    def num_classes(self) -> int:
-        return self.head.num_classes
-
-    def check_input_size(self, height: int, width: int) -> None:
-        self.backbone.check_input_size(height, width)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """New class predictors for ``num_classes`` (background included, >= 2)."""
-        self.head.reset(num_classes)
 
     def feature_maps(self, x: Tensor) -> list[Tensor]:
         """The six maps the predictors read, largest first."""
@@ -183,21 +167,12 @@ def _ssd(
     input_size: int,
     backbone_weights: str | None,
 ) -> SSD:
-    if backbone_weights:
-        backbone = create_model(family, weights=backbone_weights, **backbone_kwargs)
-    else:
-        backbone = build_model(family, num_classes=0, **backbone_kwargs)
-    if not isinstance(backbone, Classifier):
-        raise TypeError(f"{family} is not a lightnets backbone")
+    backbone = backbone_for(family, backbone_weights, backbone_kwargs)
     strides, location = BACKBONE_MAPS[family]
     backbone.feature_location = location
     levels = [next(i for i, info in enumerate(backbone.feature_info) if info.reduction == s) for s in strides]
-    config = getattr(backbone, "pretrained_cfg", None)
     backbone.reset_classifier(0)
-    model = SSD(backbone, levels, num_classes, separable, input_size)
-    model.backbone_cfg = config if isinstance(config, PretrainedConfig) else None
-    model.backbone_padding = str(getattr(backbone, "padding", "symmetric"))
-    return model
+    return SSD(backbone, levels, num_classes, separable, input_size)
 
 
 _COMMON_ARGS = """
