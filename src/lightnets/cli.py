@@ -21,7 +21,7 @@ from .files import write_text
 from .models import get_entry, list_models
 from .render import FORMATS, render
 from .tasks.cli import (
-    add_segment_parsers,
+    add_photo_parsers,
     add_segmentation_eval_options,
     add_segmentation_train_options,
     cmd_eval_detection,
@@ -377,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .compress.cli import add_compress_parser
 
     add_compress_parser(sub)
-    add_segment_parsers(sub)
+    add_photo_parsers(sub)
     for command in sub.choices.values():
         add_common_options(command)
     return parser

@@ -249,37 +249,38 @@ def cmd_train_segmentation(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_segment_parsers(sub: Any) -> None:
-    """Add ``segment`` and ``detect`` to the ``lightnets`` subcommands."""
-    p = sub.add_parser(
-        "segment",
-        help="segment photos: PNG overlays and class masks",
-        description="Run a segmentation model (a weights file from 'lightnets train --task segmentation') on photos or "
-        "folders of photos; writes <name>_overlay.png and <name>_mask.png (class index per pixel).",
-    )
-    p.add_argument("images", nargs="+", metavar="IMAGES")
-    add_weights_options(p, "a segmentation weights file (model.safetensors)")
-    p.add_argument("--out", default="segmented", metavar="DIR", help="output folder (default segmented/)")
-    p.add_argument("--size", type=int, help="the shorter side at the input (default: the weights')")
-    p.add_argument("--format", choices=("table", "json"), default="table")
-    p.set_defaults(func=cmd_segment)
+# The photo commands: name -> (help, what the weights are, what it writes, output folder, size).
+PHOTO_COMMANDS = {
+    "segment": (
+        "segment photos: PNG overlays and class masks",
+        "a segmentation model (a weights file from 'lightnets train --task segmentation')",
+        "<name>_overlay.png and <name>_mask.png (class index per pixel)",
+        "segmented",
+        "the shorter side at the input",
+    ),
+    "detect": (
+        "detect objects in photos: PNG drawings and a COCO-style JSON",
+        "a detector (ssd300_* / ssdlite_* weights)",
+        "<name>_detections.png (boxes outlined and labelled) and detections.json (per detection: "
+        "file_name, bbox as x y w h in pixels, category_id, category, score)",
+        "detected",
+        "the input side",
+    ),
+}
 
-    p = sub.add_parser(
-        "detect",
-        help="detect objects in photos: PNG drawings and a COCO-style JSON",
-        description="Run a detector (ssd300_* / ssdlite_* weights) on photos or folders of photos; "
-        "writes <name>_detections.png (boxes outlined and labelled) and detections.json (per "
-        "detection: file_name, bbox as x y w h in pixels, category_id, category, score).",
-    )
-    p.add_argument("images", nargs="+", metavar="IMAGES")
-    add_weights_options(p, "a detection weights file (model.safetensors)")
-    p.add_argument("--out", default="detected", metavar="DIR", help="output folder (default detected/)")
-    p.add_argument("--size", type=int, help="the input side (default: the weights')")
-    p.add_argument(
-        "--threshold",
-        type=float,
-        default=DRAW_THRESHOLD,
-        help=f"lowest score kept (default {DRAW_THRESHOLD})",
-    )
-    p.add_argument("--format", choices=("table", "json"), default="table")
-    p.set_defaults(func=cmd_detect)
+
+def add_photo_parsers(sub: Any) -> None:
+    """Add ``segment`` and ``detect`` to the ``lightnets`` subcommands."""
+    for name, (summary, model, writes, out, size) in PHOTO_COMMANDS.items():
+        p = sub.add_parser(
+            name, help=summary, description=f"Run {model} on photos or folders of photos; writes {writes}."
+        )
+        p.add_argument("images", nargs="+", metavar="IMAGES")
+        add_weights_options(p, f"{model.split(' (')[0]}: its weights file (model.safetensors)")
+        p.add_argument("--out", default=out, metavar="DIR", help=f"output folder (default {out}/)")
+        p.add_argument("--size", type=int, help=f"{size} (default: the weights')")
+        p.add_argument("--format", choices=("table", "json"), default="table")
+        p.set_defaults(func=cmd_segment if name == "segment" else cmd_detect)
+        if name == "detect":
+            p.add_argument("--threshold", type=float, default=DRAW_THRESHOLD,
+                           help=f"lowest score kept (default {DRAW_THRESHOLD})")  # fmt: skip

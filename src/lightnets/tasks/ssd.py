@@ -26,6 +26,7 @@ no non-maximum suppression).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -203,36 +204,37 @@ def ssdlite_mobilenet_v2(
     return _ssd("mobilenet_v2", kwargs, num_classes, True, 320, backbone_weights)
 
 
-@register_model(family=FAMILY)
-def ssdlite_mobilenet_v1(
-    num_classes: int = COCO_CLASSES,
-    width: float = 1.0,
-    backbone_weights: str | None = None,
-    padding: Literal["symmetric", "tf_same"] = "symmetric",
-) -> SSD:
-    """SSDLite on MobileNet v1 (MobileNetV2, Table 6: 5.1 M parameters, 1.3 B multiply-adds at 320x320).
+def _on_mobilenet_v1(separable: bool, side: int, summary: str) -> Callable[..., SSD]:
+    """A builder of a detector on MobileNet v1: SSD300 and SSDLite differ only in their
+    extra layers' and predictors' convolutions and the side they are reported at."""
 
-    Args:
-        width: width multiplier (alpha) of the backbone.
-    """
-    kwargs = {"width": width, **_padding(backbone_weights, padding)}
-    return _ssd("mobilenet_v1", kwargs, num_classes, True, 320, backbone_weights)
+    def builder(
+        num_classes: int = COCO_CLASSES,
+        width: float = 1.0,
+        backbone_weights: str | None = None,
+        padding: Literal["symmetric", "tf_same"] = "symmetric",
+    ) -> SSD:
+        kwargs = {"width": width, **_padding(backbone_weights, padding)}
+        return _ssd("mobilenet_v1", kwargs, num_classes, separable, side, backbone_weights)
+
+    builder.__doc__ = f"{summary}\n\n    Args:\n        width: width multiplier (alpha) of the backbone."
+    return builder
 
 
-@register_model(family=FAMILY)
-def ssd300_mobilenet_v1(
-    num_classes: int = COCO_CLASSES,
-    width: float = 1.0,
-    backbone_weights: str | None = None,
-    padding: Literal["symmetric", "tf_same"] = "symmetric",
-) -> SSD:
-    """SSD300 on MobileNet v1 (MobileNet v1, Table 13: 6.8 M parameters, 1.2 B multiply-adds at 300x300).
-
-    Args:
-        width: width multiplier (alpha) of the backbone.
-    """
-    kwargs = {"width": width, **_padding(backbone_weights, padding)}
-    return _ssd("mobilenet_v1", kwargs, num_classes, False, 300, backbone_weights)
+ssdlite_mobilenet_v1 = register_model("ssdlite_mobilenet_v1", family=FAMILY)(
+    _on_mobilenet_v1(
+        True,
+        320,
+        "SSDLite on MobileNet v1 (MobileNetV2, Table 6: 5.1 M parameters, 1.3 B multiply-adds at 320x320).",
+    )
+)
+ssd300_mobilenet_v1 = register_model("ssd300_mobilenet_v1", family=FAMILY)(
+    _on_mobilenet_v1(
+        False,
+        300,
+        "SSD300 on MobileNet v1 (MobileNet v1, Table 13: 6.8 M parameters, 1.2 B multiply-adds at 300x300).",
+    )
+)
 
 
 @register_model(family=FAMILY)
