@@ -134,10 +134,15 @@ def add_segmentation_eval_options(parser: argparse.ArgumentParser) -> None:
         "or detection (a Penn-Fudan or YOLO folder, or a COCO .json: COCO-style mAP, AP50, AP per class)",
     )
     parser.add_argument(
-        "--split", choices=("train", "val", "all"), default="val", help="segmentation: the Penn-Fudan split"
+        "--split",
+        choices=("train", "val", "all"),
+        default="val",
+        help="segmentation, detection: the Penn-Fudan split",
     )
     parser.add_argument(
-        "--size", type=int, help="segmentation: the shorter side at the input (default: the weights')"
+        "--size",
+        type=int,
+        help="segmentation: the shorter side at the input; detection: the input side (default: the weights')",
     )
 
 

@@ -49,7 +49,7 @@ examples:
       --data imagenette/ --resolution 128 --epochs 10 --out runs/student
   torchrun --nproc_per_node=2 -m lightnets.train --model mobilenet_v2 --data imagenette/ --out runs/ddp
   lightnets train --task segmentation --model deeplabv3_mobilenet_v2 --data pennfudan/ \\
-      --backbone-weights mobilenet_v2_100_224.tflite_uint8 --time-budget 20m --out runs/seg
+      --backbone-weights mobilenet_v2_100_224.tflite_uint8 --time-budget 20m --out runs/seg  # not torchrun
 """
 
 
