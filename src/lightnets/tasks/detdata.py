@@ -27,7 +27,7 @@ background.
 ``size`` (its aspect not kept, as SSD trains and tests) and the boxes expressed in units
 of the sides (0..1). :class:`DetectionAugment` first applies SSD's data augmentation
 (Liu et al., 2016, Section 3.6), the same to the photo and its boxes: a zoom out (the
-photo placed on a canvas of its mean colour up to :data:`MAX_ZOOM_OUT` times larger),
+photo placed on a canvas of the normalisation's mean colour, up to :data:`MAX_ZOOM_OUT` times larger),
 a random crop whose overlap with some object is at least one of :data:`CROP_MIN_IOU`
 (or the whole photo) and which keeps the objects whose centres it holds, a left-right
 flip, and brightness, contrast and saturation jitter of the photo.
