@@ -31,8 +31,9 @@ import lightnets
 from lightnets.files import write_json, write_text
 from lightnets.tasks.costs import cost_by_part
 from lightnets.tasks.segdata import pennfudan
-from lightnets.tasks.segment import normalise_of, overlay, predict_classes
+from lightnets.tasks.segment import overlay, predict_classes
 from lightnets.tasks.segtrain import SegmentationRun, train_segmentation
+from lightnets.tasks.task_model import normalise_of
 
 DATA = SHARED / "data" / "pennfudan"
 BACKBONE_WEIGHTS = {

@@ -22,7 +22,7 @@ from lightnets.tasks.segdata import (
     pennfudan,
     pennfudan_split,
 )
-from lightnets.tasks.segment import save_task_weights
+from lightnets.tasks.task_model import save_task_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

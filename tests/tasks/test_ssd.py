@@ -20,7 +20,7 @@ from lightnets.tasks.costs import cost_by_part
 from lightnets.tasks.detdata import pennfudan_boxes
 from lightnets.tasks.detect import Detections, evaluate_detection, postprocess
 from lightnets.tasks.multibox import MIN_NEGATIVES, match, multibox_loss
-from lightnets.tasks.segment import save_task_weights
+from lightnets.tasks.task_model import save_task_weights
 
 DETECTORS = [
     "ssdlite_mobilenet_v2",

@@ -20,9 +20,10 @@ from .deeplab import FAMILY, DeepLabV3
 from .detdata import open_detection_data
 from .detect import DRAW_THRESHOLD, detect_images, evaluate_detection
 from .segdata import pennfudan
-from .segment import evaluate_segmentation, input_size_of, segment_images
+from .segment import evaluate_segmentation, segment_images
 from .segtrain import SegmentationRun, train_segmentation
 from .ssd import SSD
+from .task_model import input_size_of
 
 TASKS = ("classification", "segmentation", "detection")
 TRAIN_TASKS = ("classification", "segmentation")

@@ -20,8 +20,9 @@ from ..files import write_bytes
 from .anchors import decode, ssd_anchors
 from .boxes import batched_nms
 from .detdata import DetectionData, DetectionResize
-from .segment import PALETTE, input_size_of, normalise_of
+from .segment import PALETTE
 from .ssd import SSD
+from .task_model import input_size_of, normalise_of
 
 if TYPE_CHECKING:
     from .average_precision import DetectionScores

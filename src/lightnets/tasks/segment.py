@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import io
-import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,35 +15,16 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..data.images import load_image
-from ..data.transforms import EvalTransform
 from ..files import write_bytes
-from ..weights.lightnets_format import write_safetensors
 from .metrics import ConfusionMatrix
 from .segdata import Normalise, SegmentationData, resize_pair
+from .task_model import input_size_of, normalise_of
 
 # Colours of the overlay, class by class (background left clear).
 PALETTE = np.array(
     [(0, 0, 0), (255, 40, 40), (40, 200, 40), (40, 80, 255), (255, 200, 0), (200, 0, 200), (0, 200, 200)],
     dtype=np.uint8,
 )
-
-
-def normalise_of(model: nn.Module) -> Normalise:
-    """The input normalisation of a segmentation model: of its weights file, else of its
-    backbone's weights, else ImageNet's mean and std."""
-    for attribute in ("pretrained_cfg", "backbone_cfg"):
-        config = getattr(model, attribute, None)
-        transform = getattr(config, "transform", None)
-        if isinstance(transform, EvalTransform):
-            return Normalise(transform.mean, transform.std)
-    return Normalise()
-
-
-def input_size_of(model: nn.Module, default: int = 256) -> int:
-    """The shorter side the model was trained at (its weights' transform ``size``)."""
-    config = getattr(model, "pretrained_cfg", None)
-    transform = getattr(config, "transform", None)
-    return transform.size if isinstance(transform, EvalTransform) and config is not None else default
 
 
 def class_names_of(model: nn.Module) -> list[str]:
@@ -148,39 +128,3 @@ def segment_images(
             }
         )
     return records
-
-
-def save_task_weights(
-    model: nn.Module,
-    path: str | Path,
-    model_name: str,
-    model_kwargs: dict[str, Any],
-    classes: Sequence[str],
-    size: int,
-) -> Path:
-    """A lightnets ``.safetensors`` file that ``create_model(name, weights=path)`` and
-    ``lightnets segment`` / ``detect --weights`` read back (a segmentation or detection
-    model): the model, its arguments (the backbone's padding fixed, no backbone weights
-    to load again), classes and input normalisation."""
-    normalise = normalise_of(model)
-    kwargs = {k: v for k, v in model_kwargs.items() if k not in ("backbone_weights", "num_classes")}
-    if "padding" in _builder_parameters(model_name):
-        kwargs["padding"] = getattr(model, "backbone_padding", "symmetric")
-    transform = EvalTransform(size=size, resize=size, mean=normalise.mean, std=normalise.std)
-    metadata = {
-        "model": model_name,
-        "model_kwargs": kwargs,
-        "num_classes": int(getattr(model, "num_classes", len(classes))),
-        "transform": transform.to_dict(),
-        "categories": list(classes),
-        "converted_from": None,
-    }
-    return write_safetensors(model, Path(path), json.dumps(metadata, indent=2, sort_keys=True))
-
-
-def _builder_parameters(model_name: str) -> list[str]:
-    import inspect
-
-    from ..models import get_entry
-
-    return list(inspect.signature(get_entry(model_name).builder).parameters)

@@ -29,7 +29,8 @@ from ..files import append_line, write_json
 from ..zoo import create_model
 from .deeplab import segmentation_loss
 from .segdata import Normalise, SegmentationAugment, pennfudan
-from .segment import evaluate_segmentation, normalise_of, save_task_weights
+from .segment import evaluate_segmentation
+from .task_model import normalise_of, save_task_weights
 
 
 @dataclass

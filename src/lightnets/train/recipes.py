@@ -293,10 +293,10 @@ def fitted_ema_decay(total_steps: int) -> float:
 # The train-test resolution discrepancy (Touvron et al., 2019): random-resized crops of as
 # little as a tenth of the photo show objects larger than a centre crop of the same side
 # does, so the network scores best when tested at a larger side than it trained at.
-# Measured on Imagenette with MobileNetV2 trained at 128 px (benchmarks/train_recipe.py):
-# +0.7 points at 160 px after 5 minutes, +2.2 after 30. The side stays on the networks'
-# 32-pixel output grid: 144 and 176 px scored below 128 (an off-grid side is padded
-# unevenly at the strided layers).
+# Measured on Imagenette, trained at 128 px and tested at 160 (benchmarks/train_budget.py):
+# MobileNetV2 +3.3 points after 30 minutes, +2.1 to +2.5 after 5; ShuffleNet +2.0. The side
+# stays on the networks' 32-pixel output grid: off it (144, 176 px) the strided layers pad
+# unevenly and the gain goes (benchmarks/eval_resolution.py).
 EVAL_RESOLUTION_RATIO = 1.25
 EVAL_RESOLUTION_MIN_ZOOM = 0.25  # crops no smaller than this fraction of the area: no change
 NETWORK_GRID = 32
