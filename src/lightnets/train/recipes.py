@@ -294,9 +294,10 @@ def fitted_ema_decay(total_steps: int) -> float:
 # little as a tenth of the photo show objects larger than a centre crop of the same side
 # does, so the network scores best when tested at a larger side than it trained at.
 # Measured on Imagenette, trained at 128 px and tested at 160 (benchmarks/train_budget.py):
-# MobileNetV2 +3.3 points after 30 minutes, +2.1 to +2.5 after 5; ShuffleNet +2.0. The side
-# stays on the networks' 32-pixel output grid: off it (144, 176 px) the strided layers pad
-# unevenly and the gain goes (benchmarks/eval_resolution.py).
+# MobileNetV2 +3.3 points after 30 minutes, +2.1 to +2.5 after 5; ShuffleNet +2.0. Of 128 to
+# 192 px, 160 scored best, and the sides off the networks' 32-pixel grid (144, 176) below
+# their on-grid neighbours (the strided layers pad an off-grid side unevenly), so the side
+# stays on the grid (benchmarks/eval_resolution.py).
 EVAL_RESOLUTION_RATIO = 1.25
 EVAL_RESOLUTION_MIN_ZOOM = 0.25  # crops no smaller than this fraction of the area: no change
 NETWORK_GRID = 32
