@@ -199,7 +199,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
     kwargs = model_kwargs(args, args.model)
     given = {k: v for k, v in vars(args).items() if v is not None and k not in given_model_options(args)}
     resume = given.pop("resume", False)
-    for key in ("command", "func", "format", "debug", "max_pixels"):  # options of every command
+    # Options of every command, and the lightnets command's choice of trainer (--task).
+    for key in ("command", "func", "format", "debug", "max_pixels", "task"):
         given.pop(key, None)
     if kwargs:
         given["model_kwargs"] = kwargs
