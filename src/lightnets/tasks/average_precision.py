@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .detdata import DetectionData
-from .detect import Detections
+from .detect import Detections, in_pixels
 
 
 @dataclass
@@ -65,7 +65,7 @@ def coco_scores(
         for box, label in zip(_xywh(item.boxes), item.classes.tolist(), strict=True):
             truths.append({"id": len(truths) + 1, "image_id": key, "category_id": label, "bbox": box,
                            "area": box[2] * box[3], "iscrowd": 0})  # fmt: skip
-        pixels = result.boxes.double().numpy() * np.array([width, height, width, height])
+        pixels = in_pixels(result.boxes, (width, height))
         for box, score, label in zip(
             _xywh(pixels), result.scores.tolist(), result.classes.tolist(), strict=True
         ):

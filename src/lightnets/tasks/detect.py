@@ -4,7 +4,6 @@ non-maximum suppression, as the papers' SSD configurations post-process (IoU
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +19,9 @@ from ..files import write_bytes
 from .anchors import decode, ssd_anchors
 from .boxes import batched_nms
 from .detdata import DetectionData, DetectionResize
-from .segment import PALETTE
+from .segment import PALETTE, png_bytes
 from .ssd import SSD
-from .task_model import input_size_of, normalise_of
+from .task_model import class_names_of, input_size_of, normalise_of
 
 if TYPE_CHECKING:
     from .average_precision import DetectionScores
@@ -71,6 +70,12 @@ def postprocess(
     return results
 
 
+def in_pixels(boxes: Tensor, size: tuple[int, int]) -> np.ndarray:
+    """Boxes in units of a photo's sides as pixels of a photo of ``size`` (width, height)."""
+    width, height = size
+    return boxes.double().numpy() * np.array([width, height, width, height])
+
+
 def model_anchors(model: SSD, size: int) -> Tensor:
     """The anchors of ``model`` (an :class:`~.ssd.SSD`) for ``size`` x ``size`` inputs."""
     with torch.no_grad():
@@ -112,16 +117,6 @@ def evaluate_detection(model: SSD, data: DetectionData, size: int) -> DetectionS
     return coco_scores(data, found, sizes)
 
 
-def detector_class_names(model: SSD) -> list[str]:
-    """The classes a detector finds (its outputs less the background), named by its weights."""
-    config = getattr(model, "pretrained_cfg", None)
-    categories = getattr(config, "categories", None)
-    count = model.num_classes - 1
-    if isinstance(categories, list) and len(categories) == count:
-        return list(categories)
-    return [str(i) for i in range(count)]
-
-
 def draw_detections(
     photo: Image.Image, boxes: np.ndarray, labels: list[str], classes: list[int]
 ) -> Image.Image:
@@ -152,7 +147,7 @@ def detect_images(
     """
     model.eval()
     size = size or input_size_of(model, model.default_input_size)
-    names = detector_class_names(model)
+    names = class_names_of(model, model.num_classes - 1)  # the background has no name
     resize = DetectionResize(size, normalise_of(model))
     anchors = model_anchors(model, size)
     records = []
@@ -162,13 +157,13 @@ def detect_images(
         with torch.no_grad():
             box_offsets, scores = model(image[None])
         [found] = postprocess(box_offsets, scores, anchors, threshold)
-        width, height = photo.size
-        pixels = found.boxes.double().numpy() * np.array([width, height, width, height])
+        pixels = in_pixels(found.boxes, photo.size)
         classes = found.classes.tolist()
         labels = [f"{names[c]} {s:.2f}" for c, s in zip(classes, found.scores.tolist(), strict=True)]
-        buffer = io.BytesIO()
-        draw_detections(photo, pixels, labels, classes).save(buffer, format="PNG")
-        drawing = write_bytes(Path(out) / f"{Path(path).stem}_detections.png", buffer.getvalue())
+        drawing = write_bytes(
+            Path(out) / f"{Path(path).stem}_detections.png",
+            png_bytes(draw_detections(photo, pixels, labels, classes)),
+        )
         detections = [
             {"bbox": [round(x1, 1), round(y1, 1), round(x2 - x1, 1), round(y2 - y1, 1)],
              "category_id": c, "category": names[c], "score": round(s, 4)}

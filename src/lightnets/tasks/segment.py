@@ -18,22 +18,13 @@ from ..data.images import load_image
 from ..files import write_bytes
 from .metrics import ConfusionMatrix
 from .segdata import Normalise, SegmentationData, resize_pair
-from .task_model import input_size_of, normalise_of
+from .task_model import class_names_of, input_size_of, normalise_of
 
 # Colours of the overlay, class by class (background left clear).
 PALETTE = np.array(
     [(0, 0, 0), (255, 40, 40), (40, 200, 40), (40, 80, 255), (255, 200, 0), (200, 0, 200), (0, 200, 200)],
     dtype=np.uint8,
 )
-
-
-def class_names_of(model: nn.Module) -> list[str]:
-    config = getattr(model, "pretrained_cfg", None)
-    categories = getattr(config, "categories", None)
-    count = int(getattr(model, "num_classes", 0))
-    if isinstance(categories, list) and len(categories) == count:
-        return list(categories)
-    return [str(i) for i in range(count)]
 
 
 @torch.no_grad()
@@ -85,7 +76,8 @@ def evaluate_segmentation(
     )
 
 
-def _png(image: Image.Image) -> bytes:
+def png_bytes(image: Image.Image) -> bytes:
+    """``image`` encoded as a PNG file."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
@@ -116,8 +108,8 @@ def segment_images(
         photo = np.asarray(load_image(path), dtype=np.uint8)
         classes = predict_classes(model, photo, size, normalise)
         stem = Path(path).stem
-        mask_path = write_bytes(folder / f"{stem}_mask.png", _png(Image.fromarray(classes, mode="L")))
-        overlay_path = write_bytes(folder / f"{stem}_overlay.png", _png(overlay(photo, classes)))
+        mask_path = write_bytes(folder / f"{stem}_mask.png", png_bytes(Image.fromarray(classes, mode="L")))
+        overlay_path = write_bytes(folder / f"{stem}_overlay.png", png_bytes(overlay(photo, classes)))
         counts = np.bincount(classes.reshape(-1), minlength=len(names)) / classes.size
         records.append(
             {

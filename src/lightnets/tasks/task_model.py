@@ -84,6 +84,17 @@ def input_size_of(model: nn.Module, default: int = 256) -> int:
     return transform.size if isinstance(transform, EvalTransform) and config is not None else default
 
 
+def class_names_of(model: nn.Module, count: int | None = None) -> list[str]:
+    """Names of the ``count`` classes (default: the model's outputs) its weights name, or
+    their numbers where the weights name no such list."""
+    config = getattr(model, "pretrained_cfg", None)
+    categories = getattr(config, "categories", None)
+    count = int(getattr(model, "num_classes", 0)) if count is None else count
+    if isinstance(categories, list) and len(categories) == count:
+        return list(categories)
+    return [str(i) for i in range(count)]
+
+
 def save_task_weights(
     model: nn.Module,
     path: str | Path,
