@@ -14,7 +14,6 @@ kept, so the sweep can be run a row at a time (the 30-minute rows are run once).
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import os
 import shlex
@@ -26,12 +25,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _output import benchmark_parser, save_figure, subplots  # noqa: E402
 from _paths import IMAGENETTE, REPO, RESULTS  # noqa: E402
+from eval_resolution import top1_at_sides  # noqa: E402
 from train_common import load_average  # noqa: E402
 
-from lightnets.classify import evaluate  # noqa: E402
 from lightnets.deploy.bench_report import cpu_name  # noqa: E402
 from lightnets.files import atomic_write, write_text  # noqa: E402
-from lightnets.zoo import model_for_weights, transform_of  # noqa: E402
 
 # name: (label, model options, resolution, budget)
 ROWS = {
@@ -68,16 +66,6 @@ FIELDS = [
 ]  # fmt: skip
 
 
-def top1_at(weights: Path, resolution: int) -> float:
-    """Top-1 of a run's weights on the validation images at ``resolution`` pixels (the
-    evaluation transform's crop ratio kept)."""
-    model = model_for_weights(weights)
-    transform = transform_of(model)
-    ratio = transform.resize / transform.size
-    at = dataclasses.replace(transform, size=resolution, resize=round(resolution * ratio))
-    return evaluate(model, IMAGENETTE / "val", at, batch_size=64, progress=False).top1
-
-
 def run_row(name: str, runs: Path, extra: list[str]) -> dict:
     label, model, resolution, budget = ROWS[name]
     out = runs / name
@@ -96,7 +84,11 @@ def run_row(name: str, runs: Path, extra: list[str]) -> dict:
     b = summary["budget"]
     eval_resolution = summary["eval_resolution"]
     top1 = summary["recommended"]["val_top1"]
-    at_train_px = top1 if eval_resolution == resolution else top1_at(out / "model.safetensors", resolution)
+    at_train_px = (
+        top1
+        if eval_resolution == resolution
+        else top1_at_sides(out / "model.safetensors", [resolution], IMAGENETTE / "val")[resolution]
+    )
     return {
         "row": name,
         "model": label,
