@@ -33,6 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _output import benchmark_parser, save_figure, subplots, write_markdown  # noqa: E402
 from _paths import RESULTS  # noqa: E402
+from train_common import machine_header  # noqa: E402
 
 DIMENSIONS = (2, 3, 5, 15, 30)
 POINTS = 1000
@@ -70,9 +71,7 @@ def main() -> None:
             first.setdefault(n, back)
         rows.append((n, np.mean(lost), np.std(lost), np.mean(error), np.std(error)))
     lines = [
-        "# MobileNetV2 Figure 1: a spiral through a ReLU in n dimensions",
-        "",
-        f"- Command: `python benchmarks/study_spiral.py --seeds {args.seeds}`",
+        machine_header("MobileNetV2 Figure 1: a spiral through a ReLU in n dimensions").rstrip("\n"),
         f"- {POINTS} points of a 2-turn spiral (radius 1), embedded by a random Gaussian n x 2 matrix T, "
         f"ReLU, projected back by T's pseudo-inverse; {args.seeds} matrices per n (mean +- standard deviation)",
         "- lost: share of points where the rows of T still active span less than the plane "
