@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/segment_pennfudan.py --model deeplabv3_mobilenet_v2 --minutes 20
     .venv/bin/python benchmarks/segment_pennfudan.py --model deeplabv3_mobilenet_v2 --measure-only
 
-Trains from the imported ImageNet weights of the backbone (``lightnets.tasks.segtrain``:
-AdamW, poly decay over the time budget, one PyTorch thread), evaluates person IoU and
+Trains from the imported ImageNet weights of the backbone (``lightnets.tasks.segtrain``
+in the task loop: AdamW, warm-up and poly decay fitted to the time budget, one PyTorch thread), evaluates person IoU and
 mIoU on the fixed validation split (28 photos, scored at their full size), then times
 the trained model at the training resolution and at 512x512 (median of single-image
 forward passes, one thread) with its peak resident memory measured in a fresh process,
@@ -32,8 +32,9 @@ from lightnets.files import write_json, write_text
 from lightnets.tasks.costs import cost_by_part
 from lightnets.tasks.segdata import pennfudan
 from lightnets.tasks.segment import overlay, predict_classes
-from lightnets.tasks.segtrain import SegmentationRun, train_segmentation
+from lightnets.tasks.segtrain import SegmentationTask
 from lightnets.tasks.task_model import normalise_of
+from lightnets.tasks.task_training import TaskRun, train_task
 
 DATA = SHARED / "data" / "pennfudan"
 BACKBONE_WEIGHTS = {
@@ -117,17 +118,17 @@ def main(argv: list[str] | None = None) -> int:
     backbone_weights, kwargs = BACKBONE_WEIGHTS[args.model]
     load_start = load_average()
     if not args.measure_only:
-        run = SegmentationRun(
+        run = TaskRun(
             model=args.model, data=str(DATA), out=str(run_dir), resolution=args.resolution,
-            eval_size=args.eval_size, scale=tuple(args.scale),
             batch_size=args.batch_size, minutes=args.minutes, lr=args.lr,
             backbone_weights=backbone_weights, threads=1, model_kwargs=kwargs,
+            options={"eval_size": args.eval_size, "scale": tuple(args.scale)},
         )  # fmt: skip
-        train_segmentation(run)
+        train_task(run, SegmentationTask())
     summary = json.loads((run_dir / "summary.json").read_text())
     weights = summary["weights"]
     size = summary["run"]["resolution"]
-    eval_size = summary["run"].get("eval_size") or size
+    eval_size = summary["run"]["options"].get("eval_size") or size
     sizes = sorted({size, eval_size, 512})
     timing = [measure_in_fresh_process(args.model, weights, s, args.calls) for s in sizes]
     model = lightnets.create_model(args.model, weights=weights)
@@ -153,8 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"{summary['train_images']} training photos, {summary['steps']} steps of batch "
         f"{summary['run']['batch_size']} ({summary['epochs']} epochs) at {size}x{size} crops in "
-        f"{summary['train_seconds'] / 60:.1f} minutes (budget {summary['run']['minutes']} min), one PyTorch thread; "
-        f"the photos' shorter side scaled to {eval_size} x U{tuple(summary['run']['scale'])} before cropping.",
+        f"{summary['seconds']['training'] / 60:.1f} minutes (budget {summary['run']['minutes']} min for the whole "
+        f"run), one PyTorch thread, bfloat16: {summary['machine']['bf16']}; the photos' shorter side scaled to "
+        f"{eval_size} x U{tuple(summary['run']['options']['scale'])} before cropping.",
         "",
         f"## Validation (28 photos, fixed split, scored at full size, shorter side {eval_size} at the input)",
         "",

@@ -23,11 +23,12 @@ from .render import FORMATS, render
 from .tasks.cli import (
     add_photo_parsers,
     add_segmentation_eval_options,
-    add_segmentation_train_options,
+    add_task_train_options,
     cmd_eval_detection,
     cmd_eval_segmentation,
-    cmd_train_segmentation,
-    refuse_segmentation_options,
+    cmd_train_task,
+    refuse_task_options,
+    saved_task,
 )
 from .tasks.costs import cost_by_part
 from .weights import convert, get_weights, list_weights
@@ -363,15 +364,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .train.cli import add_train_parser, cmd_train
 
-    def cmd_train_task(args: argparse.Namespace) -> int:
-        if args.task == "segmentation":
-            return cmd_train_segmentation(args)
-        refuse_segmentation_options(args)
+    def cmd_train_any(args: argparse.Namespace) -> int:
+        # ``--out DIR --resume`` continues the run in DIR, whichever its task.
+        task = (saved_task(args.out) if args.resume else None) or args.task
+        if task != "classification":
+            return cmd_train_task(args, task)
+        refuse_task_options(args)
         return cmd_train(args)
 
     train_parser = add_train_parser(sub)
-    add_segmentation_train_options(train_parser)
-    train_parser.set_defaults(func=cmd_train_task)
+    add_task_train_options(train_parser)
+    train_parser.set_defaults(func=cmd_train_any)
     add_export_parser(sub)
     add_bench_parser(sub)
     from .compress.cli import add_compress_parser

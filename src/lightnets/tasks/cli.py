@@ -1,4 +1,4 @@
-"""The task commands: ``segment``, ``detect``, ``train --task segmentation`` and ``eval --task segmentation`` / ``detection``."""
+"""The task commands: ``segment``, ``detect``, and ``train`` / ``eval`` with ``--task segmentation`` or ``detection``."""
 
 from __future__ import annotations
 
@@ -12,21 +12,24 @@ import torch
 
 from ..data.images import is_image_file
 from ..files import write_text
-from ..models.registry import get_entry
 from ..render import render
 from ..zoo import add_weights_options, model_for_weights, model_kwargs
 from ..zoo.options import given_model_options
-from .deeplab import FAMILY, DeepLabV3
+from .deeplab import DeepLabV3
 from .detdata import open_detection_data
 from .detect import DRAW_THRESHOLD, detect_images, evaluate_detection
+from .dettrain import DEFAULT_ZOOM_OUT, DetectionTask
+from .dettrain import DEFAULTS as DETECTION_DEFAULTS
 from .segdata import pennfudan
 from .segment import evaluate_segmentation, segment_images
-from .segtrain import SegmentationRun, train_segmentation
+from .segtrain import DEFAULTS as SEGMENTATION_DEFAULTS
+from .segtrain import SegmentationTask
 from .ssd import SSD
 from .task_model import input_size_of
+from .task_training import RUN_FILE, Task, TaskRun, load_task_run, train_task
 
 TASKS = ("classification", "segmentation", "detection")
-TRAIN_TASKS = ("classification", "segmentation")
+TRAIN_TASKS = TASKS
 
 
 def _model(args: argparse.Namespace, kind: type[torch.nn.Module] = DeepLabV3) -> Any:
@@ -147,45 +150,64 @@ def add_segmentation_eval_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-# ``lightnets train`` options that a segmentation run takes, and the run's field for each.
-SEGMENTATION_TRAIN_OPTIONS = {
+# ``lightnets train`` options that a segmentation or detection run takes, and the run's field for each.
+TASK_TRAIN_OPTIONS = {
     "model": "model",
     "data": "data",
     "out": "out",
     "resolution": "resolution",
-    "eval_resolution": "eval_size",
     "batch_size": "batch_size",
+    "epochs": "epochs",
     "lr": "lr",
     "weight_decay": "weight_decay",
+    "freeze_bn": "freeze_batchnorm",
+    "freeze_stride": "freeze_stride",
+    "amp": "amp",
     "seed": "seed",
     "threads": "threads",
-    "scale_range": "scale",
-    "freeze_stride": "freeze_stride",
+}
+# The options of one task only, and the run's ``options`` key for each.
+TASK_OPTIONS = {
+    "segmentation": {"eval_resolution": "eval_size", "scale_range": "scale"},
+    "detection": {"val_data": "val_data", "zoom_out": "zoom_out"},
 }
 # Options of every command, and ``train`` options that hold a value even when not given.
-NOT_TRAINING_OPTIONS = ("command", "func", "format", "debug", "max_pixels", "task", "resume")
+NOT_TRAINING_OPTIONS = ("command", "func", "format", "debug", "max_pixels", "task", "resume", "progress")
+DEFAULT_BUDGET = 20 * 60.0
 
 
-def add_segmentation_train_options(parser: argparse.ArgumentParser) -> None:
-    """The options ``lightnets train`` takes for ``--task segmentation``."""
+def add_task_train_options(parser: argparse.ArgumentParser) -> None:
+    """The options ``lightnets train`` takes for ``--task segmentation`` and ``detection``."""
     g = parser.add_argument_group(
-        "segmentation (--task segmentation)",
+        "segmentation and detection (--task segmentation | detection)",
         "Fine-tune a deeplabv3_* model on a Penn-Fudan folder (person / background, fixed\n"
-        "train / val split) from its backbone's ImageNet weights (--backbone-weights): AdamW\n"
-        "with a poly decay over --time-budget (of training; default 20m), then IoU on the val\n"
-        "split. Takes --model, --data, --out, --resolution (crop side, default 224),\n"
-        "--eval-resolution (the photos' shorter side at evaluation), --batch-size (8), --lr\n"
-        "(1e-3), --weight-decay (1e-4), --seed, --threads and the model options.",
+        "train / val split), or an ssd300_* / ssdlite_* detector on a Penn-Fudan folder, a YOLO\n"
+        "folder (images/, labels/) or a COCO .json (scored on --val-data, Penn-Fudan's val split,\n"
+        "or else the training photos), from the backbone's ImageNet weights (--backbone-weights):\n"
+        "AdamW, warm-up and poly decay fitted to --time-budget (of the whole run; default 20m) or\n"
+        "--epochs, bfloat16 where the CPU has it (--amp), a checkpoint every minute at an epoch's\n"
+        "end (--resume continues; --out DIR --resume is enough), then the scores on the val data.\n"
+        "Takes --model, --data, --out, --resolution (crop side, default 224; detection: the\n"
+        "input side, 320), --batch-size (8; detection 16), --lr (1e-3; detection 2e-3),\n"
+        "--weight-decay (1e-4), --epochs, --freeze-bn (backbone BatchNorm statistics frozen;\n"
+        "default: below 8 images a batch), --amp, --seed, --threads and the model options;\n"
+        "segmentation also --eval-resolution (the photos' shorter side at evaluation),\n"
+        "detection --val-data and --zoom-out.",
     )
     g.add_argument(
         "--task",
         choices=TRAIN_TASKS,
         default="classification",
-        help="classification (the default: class folders, the options above) or segmentation",
+        help="classification (the default: class folders, the options above), segmentation or detection",
     )
     g.add_argument(
         "--scale-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
-        help="training photos' shorter side, times the evaluation size (default 0.75 1.5)",
+        help="segmentation: training photos' shorter side, times the evaluation size (default 0.75 1.5)",
+    )  # fmt: skip
+    g.add_argument(
+        "--zoom-out", type=float, metavar="RATIO",
+        help=f"detection: the photos are placed on canvases up to RATIO times larger, half of the time "
+        f"(default {DEFAULT_ZOOM_OUT}; SSD's 4 for long runs; 1: never)",
     )  # fmt: skip
     g.add_argument(
         "--freeze-stride",
@@ -194,63 +216,94 @@ def add_segmentation_train_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def refuse_segmentation_options(args: argparse.Namespace) -> None:
-    """``ValueError`` when a classification run is given an option of segmentation runs."""
+def refuse_task_options(args: argparse.Namespace) -> None:
+    """``ValueError`` when a classification run is given an option of segmentation or detection runs."""
     given = [
         f"--{name.replace('_', '-')}"
-        for name in ("scale_range", "freeze_stride")
+        for name in ("scale_range", "freeze_stride", "zoom_out")
         if getattr(args, name, None)
     ]
     if given:
-        raise ValueError(f"{', '.join(given)}: options of --task segmentation only")
+        raise ValueError(f"{', '.join(given)}: options of --task segmentation and detection only")
 
 
-def segmentation_run(args: argparse.Namespace) -> SegmentationRun:
-    """The segmentation run that ``lightnets train --task segmentation`` options describe."""
-    if args.resume:
-        raise ValueError("--resume continues classification runs; a segmentation run starts again")
+TASK_CLASSES: dict[str, type[Task]] = {"segmentation": SegmentationTask, "detection": DetectionTask}
+TASK_DEFAULTS = {"segmentation": SEGMENTATION_DEFAULTS, "detection": DETECTION_DEFAULTS}
+
+
+def saved_task(out: str | None) -> str | None:
+    """The task of the run in ``out`` (None: no task run there)."""
+    path = Path(out or "") / RUN_FILE
+    return str(json.loads(path.read_text())["task"]) if out and path.is_file() else None
+
+
+def task_run(args: argparse.Namespace, task: str) -> tuple[TaskRun, bool]:
+    """The run that ``lightnets train --task TASK`` options describe, and whether it resumes one."""
     model_options = given_model_options(args)
     given = {
         name: value
         for name, value in vars(args).items()
         if value is not None and name not in NOT_TRAINING_OPTIONS and name not in model_options
     }
-    minutes = given.pop("time_budget", 20 * 60.0) / 60.0
-    unused = sorted(f"--{name.replace('_', '-')}" for name in given if name not in SEGMENTATION_TRAIN_OPTIONS)
+    if args.resume:
+        if "out" not in given:
+            raise ValueError("--resume needs --out, the run's folder")
+        run = load_task_run(given["out"])
+        if "threads" in given:
+            run.threads = given["threads"]
+        return run, True
+    own = TASK_OPTIONS[task]
+    unused = sorted(
+        f"--{name.replace('_', '-')}"
+        for name in given
+        if name not in TASK_TRAIN_OPTIONS and name not in own and name != "time_budget"
+    )
     if unused:
-        raise ValueError(f"--task segmentation does not take {', '.join(unused)}")
+        raise ValueError(f"--task {task} does not take {', '.join(unused)}")
     missing = [f"--{name}" for name in ("model", "data") if name not in given]
     if missing:
         raise ValueError(f"{' and '.join(missing)} needed")
-    if get_entry(given["model"]).family != FAMILY:
-        raise ValueError(
-            f"{given['model']} is not a segmentation model; --task segmentation trains deeplabv3_*"
-        )
+    if "epochs" in given and "time_budget" in given:
+        raise ValueError("--epochs and --time-budget: a run is planned by one of them")
     kwargs = model_kwargs(args, given["model"])
     if "num_classes" in kwargs:
-        raise ValueError("--num-classes: a Penn-Fudan run has its two classes (background, person)")
-    fields = {SEGMENTATION_TRAIN_OPTIONS[name]: value for name, value in given.items()}
-    if "scale" in fields:
-        fields["scale"] = tuple(fields["scale"])
-    return SegmentationRun(
-        **fields, minutes=minutes, backbone_weights=kwargs.pop("backbone_weights", None), model_kwargs=kwargs
+        raise ValueError(f"--num-classes: a {task} model gets the classes of its data")
+    fields = TASK_DEFAULTS[task] | {
+        TASK_TRAIN_OPTIONS[k]: v for k, v in given.items() if k in TASK_TRAIN_OPTIONS
+    }
+    fields.setdefault("out", f"runs/{task}")
+    options = {own[k]: v for k, v in given.items() if k in own}
+    run = TaskRun(
+        **fields,
+        minutes=given.get("time_budget", DEFAULT_BUDGET) / 60.0,
+        backbone_weights=kwargs.pop("backbone_weights", None),
+        model_kwargs=kwargs,
+        options=options,
     )
+    return run, False
 
 
-def cmd_train_segmentation(args: argparse.Namespace) -> int:
-    """``lightnets train --task segmentation``."""
-    run = segmentation_run(args)
-    if not run.backbone_weights:
+def cmd_train_task(args: argparse.Namespace, task: str) -> int:
+    """``lightnets train --task segmentation`` or ``detection``."""
+    run, resume = task_run(args, task)
+    if not run.backbone_weights and not resume:
         print("note: no --backbone-weights: the backbone starts from random weights", file=sys.stderr)
-    summary = train_segmentation(run)
+    summary = train_task(run, TASK_CLASSES[task](), resume, progress=args.progress)
+    if summary is None:  # not rank 0 of a distributed run: rank 0 reports
+        return 0
     if args.format == "json":
         print(json.dumps(summary, indent=2))
         return 0
     val = summary["val"]
-    ious = ", ".join(f"{k} {v:.4f}" for k, v in val["iou"].items())
+    if task == "segmentation":
+        ious = ", ".join(f"{k} {v:.4f}" for k, v in val["iou"].items())
+        scores = f"mIoU {val['miou']:.4f} ({ious})"
+    else:
+        scores = f"mAP@[.5:.95] {val['mAP']:.4f}, AP50 {val['AP50']:.4f}"
+    seconds = summary["seconds"]
     print(
-        f"{summary['steps']} steps ({summary['epochs']} epochs) in {summary['train_seconds'] / 60:.1f} min; "
-        f"val ({summary['val_images']} images): mIoU {val['miou']:.4f} ({ious}); weights {summary['weights']}"
+        f"{summary['steps']} steps ({summary['epochs']} epochs) in {seconds['training'] / 60:.1f} min; "
+        f"val ({summary['val_images']} images): {scores}; weights {summary['weights']}"
     )
     return 0
 

@@ -27,7 +27,8 @@ background.
 ``size`` (its aspect not kept, as SSD trains and tests) and the boxes expressed in units
 of the sides (0..1). :class:`DetectionAugment` first applies SSD's data augmentation
 (Liu et al., 2016, Section 3.6), the same to the photo and its boxes: a zoom out (the
-photo placed on a canvas of the normalisation's mean colour, up to :data:`MAX_ZOOM_OUT` times larger),
+photo placed on a canvas of the normalisation's mean colour, up to ``zoom_out`` times larger;
+SSD's :data:`MAX_ZOOM_OUT` by default),
 a random crop whose overlap with some object is at least one of :data:`CROP_MIN_IOU`
 (or the whole photo) and which keeps the objects whose centres it holds, a left-right
 flip, and brightness, contrast and saturation jitter of the photo.
@@ -54,6 +55,7 @@ from .segdata import Normalise, pennfudan_root, pennfudan_split
 MAX_ZOOM_OUT = 4.0
 CROP_MIN_IOU = (None, 0.1, 0.3, 0.5, 0.7, 0.9)  # None: keep the whole photo
 CROP_TRIALS = 50
+DECODED_BYTES = 2 << 30  # decoded photos kept in memory, in all
 
 
 @dataclass
@@ -67,7 +69,11 @@ class Annotated:
 
 class DetectionData(torch.utils.data.Dataset):
     """Photos with boxes. Items are ``transform(photo, boxes, classes)``, or the RGB
-    ``PIL.Image`` and the two arrays without a transform."""
+    ``PIL.Image`` and the two arrays without a transform.
+
+    Decoded photos are kept in memory up to :data:`DECODED_BYTES` in all (a training
+    run reads each photo once per epoch; decoding it again would take a core from the
+    model)."""
 
     def __init__(
         self, items: Sequence[Annotated], classes: Sequence[str], transform: Callable | None = None
@@ -75,13 +81,25 @@ class DetectionData(torch.utils.data.Dataset):
         self.items = list(items)
         self.classes = list(classes)
         self.transform = transform
+        self._decoded: dict[int, Image.Image] = {}
+        self._decoded_bytes = 0
 
     def __len__(self) -> int:
         return len(self.items)
 
+    def photo(self, index: int) -> Image.Image:
+        """The RGB photo of item ``index``, decoded once while the memory allows."""
+        if index in self._decoded:
+            return self._decoded[index]
+        photo = load_image(self.items[index].image)
+        size = photo.width * photo.height * 3
+        if self._decoded_bytes + size <= DECODED_BYTES:
+            self._decoded[index], self._decoded_bytes = photo, self._decoded_bytes + size
+        return photo
+
     def __getitem__(self, index: int) -> Any:
         item = self.items[index]
-        photo = load_image(item.image)
+        photo = self.photo(index)
         if self.transform is None:
             return photo, item.boxes, item.classes
         return self.transform(photo, item.boxes, item.classes)
@@ -279,13 +297,26 @@ class DetectionResize:
 class DetectionAugment:
     """SSD's training augmentation of a photo and its boxes (see the module docstring)."""
 
-    def __init__(self, size: int, normalise: Normalise, seed: int | None = None, jitter: float = 0.3) -> None:
-        self.size, self.normalise, self.jitter = size, normalise, jitter
+    def __init__(
+        self,
+        size: int,
+        normalise: Normalise,
+        seed: int | None = None,
+        jitter: float = 0.3,
+        zoom_out: float = MAX_ZOOM_OUT,
+    ) -> None:
+        if zoom_out < 1:
+            raise ValueError(f"zoom_out is the canvas's largest side over the photo's, >= 1; got {zoom_out}")
+        self.size, self.normalise, self.jitter, self.zoom_out = size, normalise, jitter, zoom_out
         self.random = np.random.default_rng(seed)
+
+    def reseed(self, *key: int) -> None:
+        """Draw from a generator seeded by ``key`` (a training loop's seed and epoch)."""
+        self.random = np.random.default_rng(list(key))
 
     def _zoom_out(self, photo: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         height, width = photo.shape[:2]
-        ratio = self.random.uniform(1, MAX_ZOOM_OUT)
+        ratio = self.random.uniform(1, self.zoom_out)
         canvas_h, canvas_w = int(height * ratio), int(width * ratio)
         top, left = (
             int(self.random.integers(0, canvas_h - height + 1)),
@@ -336,7 +367,7 @@ class DetectionAugment:
         classes = np.asarray(classes, np.int64)
         if self.jitter:
             array = self._colours(array)
-        if self.random.random() < 0.5:
+        if self.zoom_out > 1 and self.random.random() < 0.5:
             array, boxes = self._zoom_out(array, boxes)
         array, boxes, classes = self._crop(array, boxes, classes)
         if self.random.random() < 0.5:

@@ -77,9 +77,18 @@ def in_pixels(boxes: Tensor, size: tuple[int, int]) -> np.ndarray:
 
 
 def model_anchors(model: SSD, size: int) -> Tensor:
-    """The anchors of ``model`` (an :class:`~.ssd.SSD`) for ``size`` x ``size`` inputs."""
-    with torch.no_grad():
-        maps = model.feature_maps(torch.zeros(1, 3, size, size, device=next(model.parameters()).device))
+    """The anchors of ``model`` (an :class:`~.ssd.SSD`) for ``size`` x ``size`` inputs.
+
+    The map sizes come from a forward pass in evaluation mode (a training-mode
+    BatchNorm refuses the 1 x 1 maps of a single image, and must not update its
+    statistics on a blank one); the model's mode is restored."""
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            maps = model.feature_maps(torch.zeros(1, 3, size, size, device=next(model.parameters()).device))
+    finally:
+        model.train(training)
     return ssd_anchors([(int(m.shape[-2]), int(m.shape[-1])) for m in maps])
 
 
@@ -100,10 +109,10 @@ def detect_photos(
     sizes: list[tuple[int, int]] = []
     for start in range(0, len(data), batch_size):
         images = []
-        for item in data.items[start : start + batch_size]:
-            photo = load_image(item.image)
+        for index in range(start, min(start + batch_size, len(data))):
+            photo = data.photo(index)
             sizes.append(photo.size)
-            images.append(resize(photo, item.boxes, item.classes)[0])
+            images.append(resize(photo, np.zeros((0, 4)), np.zeros(0))[0])
         box_offsets, scores = model(torch.stack(images))
         found += postprocess(box_offsets, scores, anchors, score_threshold)
     return found, sizes

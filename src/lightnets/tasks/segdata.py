@@ -58,7 +58,9 @@ def pennfudan_root(path: str | Path) -> Path:
     for candidate in (path, path / "PennFudanPed"):
         if (candidate / "PNGImages").is_dir() and (candidate / "PedMasks").is_dir():
             return candidate
-    raise ValueError(f"{path} is not a Penn-Fudan folder: no PNGImages/ and PedMasks/ in it or in PennFudanPed/")
+    raise ValueError(
+        f"{path} is not a Penn-Fudan folder: no PNGImages/ and PedMasks/ in it or in PennFudanPed/"
+    )
 
 
 def pennfudan_split(names: Sequence[str], split: str) -> list[str]:
@@ -80,7 +82,7 @@ def _objects_in_annotation(path: Path) -> int | None:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
-    numbers = re.findall(r'Bounding box for object (\d+)', text)
+    numbers = re.findall(r"Bounding box for object (\d+)", text)
     return max((int(n) for n in numbers), default=0)
 
 
@@ -102,7 +104,9 @@ def _check_pair(pair: Pair) -> str | None:
             if mask.mode not in ("L", "P", "I", "I;16"):
                 return f"the mask has {len(mask.getbands())} channels (mode {mask.mode}), not one"
             if mask.size != image_size:
-                return f"the mask is {mask.size[0]}x{mask.size[1]} but the photo {image_size[0]}x{image_size[1]}"
+                return (
+                    f"the mask is {mask.size[0]}x{mask.size[1]} but the photo {image_size[0]}x{image_size[1]}"
+                )
             values = np.unique(np.asarray(mask))
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         return f"cannot be read ({error})"
@@ -185,7 +189,9 @@ def pennfudan(
     for stem in pennfudan_split(stems, split):
         mask = folder / "PedMasks" / f"{stem}_mask.png"
         if not mask.is_file():
-            warnings.warn(f"skipping {folder / 'PNGImages' / (stem + '.png')}: no mask {mask.name}", stacklevel=2)
+            warnings.warn(
+                f"skipping {folder / 'PNGImages' / (stem + '.png')}: no mask {mask.name}", stacklevel=2
+            )
             continue
         objects = _objects_in_annotation(folder / "Annotation" / f"{stem}.txt")
         pairs.append(Pair(folder / "PNGImages" / f"{stem}.png", mask, objects if objects else VOID - 1))
@@ -200,7 +206,9 @@ class Normalise:
     std: tuple[float, float, float] = (58.395, 57.12, 57.375)
 
     def __call__(self, photo: np.ndarray) -> Tensor:
-        array = (photo.astype(np.float32) - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        array = (photo.astype(np.float32) - np.asarray(self.mean, np.float32)) / np.asarray(
+            self.std, np.float32
+        )
         return torch.from_numpy(array.transpose(2, 0, 1).copy())
 
 
@@ -242,6 +250,10 @@ class SegmentationAugment:
         self.flip = flip
         self.jitter = jitter
         self.random = random.Random(seed)
+
+    def reseed(self, *key: int) -> None:
+        """Draw from a generator seeded by ``key`` (a training loop's seed and epoch)."""
+        self.random = random.Random(",".join(map(str, key)))
 
     def __call__(self, photo: np.ndarray, classes: np.ndarray) -> tuple[Tensor, Tensor]:
         rng = self.random

@@ -153,7 +153,15 @@ class SSD(TaskModel):
         )
         assert isinstance(maps, list)
         for layer in self.extras:
-            maps.append(layer(maps[-1]))
+            x = maps[-1]
+            if x.shape[-2:] == (1, 1) and torch.is_autocast_enabled("cpu"):
+                # PyTorch 2.13's bfloat16 weight gradient of a channels-last, stride-2
+                # depthwise convolution on a 1 x 1 map leaves the taps that see only padding
+                # uninitialised (NaN at random): such a map (small inputs) stays float32.
+                with torch.autocast("cpu", enabled=False):
+                    maps.append(layer(x.float()))
+            else:
+                maps.append(layer(x))
         return maps
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -50,6 +50,9 @@ examples:
   torchrun --nproc_per_node=2 -m lightnets.train --model mobilenet_v2 --data imagenette/ --out runs/ddp
   lightnets train --task segmentation --model deeplabv3_mobilenet_v2 --data pennfudan/ \\
       --backbone-weights mobilenet_v2_100_224.tflite_uint8 --time-budget 20m --out runs/seg  # not torchrun
+  lightnets train --task detection --model ssdlite_mobilenet_v2 --data pennfudan/ \\
+      --backbone-weights mobilenet_v2_100_224.tflite_uint8 --time-budget 20m --out runs/det
+  lightnets train --out runs/det --resume
 """
 
 
