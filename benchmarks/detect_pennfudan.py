@@ -12,9 +12,9 @@ of the backbone, at 320x320. Penn-Fudan is scored on its fixed validation split 
 photos); coco128 on its own photos, as is customary for that set (a check of the
 pipeline, not of accuracy). Then, for the trained detector: COCO-style mAP, AP50, AP75
 (pycocotools), its cost at 320 by part, latency of one image with one thread under
-PyTorch eager and ONNX Runtime (the exported file) with the peak memory of each (fresh
-processes, ``lightnets.deploy.bench``), and a picture of its detections on validation
-photos. Writes ``results/detect_<data>_<model>.md`` and ``.json`` beside the picture.
+PyTorch eager, PyTorch with BatchNorm folded and ONNX Runtime (the exported file), with
+the peak memory of each (fresh processes, ``lightnets.deploy.bench``), and a picture of
+its detections on validation photos. Writes ``results/detect_<data>_<model>.md`` and ``.json`` beside the picture.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     report = lightnets.profile(model, (3, size, size))
     costs = {"params": report.params, "madds": report.madds,
              "by_part": {p.part: {"params": p.params, "madds": p.madds} for p in cost_by_part(report, model)}}  # fmt: skip
-    targets = model_targets(args.model, weights=weights, backends=("pytorch", "ort_fp32"), input_size=size,
+    targets = model_targets(args.model, weights=weights, backends=("eager", "folded", "ort_fp32"), input_size=size,
                             workdir=run_dir / "onnx", label=args.model)  # fmt: skip
     timing = [m.__dict__ for m in benchmark(targets, threads=(1,), runs=args.calls, batch=4, progress=False)]
     image = (

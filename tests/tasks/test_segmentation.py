@@ -192,7 +192,7 @@ def test_lightnets_train_task_segmentation_writes_weights_and_a_summary(tmp_path
          "--task segmentation does not take --teacher"),
         (["--task", "segmentation", "--model", "mobilenet_v2"], "mobilenet_v2 is not a segmentation model"),
         (["--task", "segmentation", "--model", "deeplabv3_mobilenet_v2", "--resume"],
-         "no segmentation or detection run to resume there"),
+         "continues the run as it was set: drop --data, --model"),
         (["--task", "segmentation", "--model", "deeplabv3_mobilenet_v2", "--batch-size", "0"], "batch_size=0"),
         (["--task", "segmentation", "--model", "deeplabv3_mobilenet_v2", "--num-classes", "3"], "--num-classes"),
         (["--model", "mobilenet_v2", "--freeze-stride", "8"], "--freeze-stride: options of --task segmentation and detection only"),

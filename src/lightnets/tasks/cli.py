@@ -13,6 +13,7 @@ import torch
 from ..data.images import is_image_file
 from ..files import write_text
 from ..render import render
+from ..train.trainer import process_start
 from ..zoo import add_weights_options, model_for_weights, model_kwargs
 from ..zoo.options import given_model_options
 from .deeplab import DeepLabV3
@@ -248,6 +249,9 @@ def task_run(args: argparse.Namespace, task: str) -> tuple[TaskRun, bool]:
     if args.resume:
         if "out" not in given:
             raise ValueError("--resume needs --out, the run's folder")
+        changed = sorted(f"--{k.replace('_', '-')}" for k in given if k not in ("out", "threads"))
+        if changed:
+            raise ValueError(f"--resume continues the run as it was set: drop {', '.join(changed)}")
         run = load_task_run(given["out"])
         if "threads" in given:
             run.threads = given["threads"]
@@ -288,7 +292,7 @@ def cmd_train_task(args: argparse.Namespace, task: str) -> int:
     run, resume = task_run(args, task)
     if not run.backbone_weights and not resume:
         print("note: no --backbone-weights: the backbone starts from random weights", file=sys.stderr)
-    summary = train_task(run, TASK_CLASSES[task](), resume, progress=args.progress)
+    summary = train_task(run, TASK_CLASSES[task](), resume, started=process_start(), progress=args.progress)
     if summary is None:  # not rank 0 of a distributed run: rank 0 reports
         return 0
     if args.format == "json":
@@ -303,7 +307,8 @@ def cmd_train_task(args: argparse.Namespace, task: str) -> int:
     seconds = summary["seconds"]
     print(
         f"{summary['steps']} steps ({summary['epochs']} epochs) in {seconds['training'] / 60:.1f} min; "
-        f"val ({summary['val_images']} images): {scores}; weights {summary['weights']}"
+        f"val ({summary['val_images']} images): {scores}; weights {summary['weights']} "
+        f"({'the EMA of the weights' if summary['recommended'] == 'ema' else 'the last weights'})"
     )
     return 0
 

@@ -226,7 +226,7 @@ class TaskTrainer:
     ) -> None:
         self.run, self.task, self.progress = run, task, progress
         self.env = env or DistEnv()
-        self.started = time.monotonic() if started is None else started
+        self.started = time.perf_counter() if started is None else started
         task.check(run)
         if run.batch_size % self.env.world_size:
             raise ValueError(
@@ -328,7 +328,7 @@ class TaskTrainer:
 
     # -- the loop ------------------------------------------------------------------------
     def elapsed(self) -> float:
-        return self.spent + time.monotonic() - self.started
+        return self.spent + time.perf_counter() - self.started
 
     def _autocast(self) -> AbstractContextManager:
         return torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else nullcontext()
@@ -382,12 +382,12 @@ class TaskTrainer:
 
     def _plan(self, probe_start: float, batch: Any) -> None:
         """Fix the number of steps that fit in the budget (see the module docstring)."""
-        per_step = (time.monotonic() - probe_start) / (self.step - 1)
-        evaluation_start = time.monotonic()
+        per_step = (time.perf_counter() - probe_start) / (self.step - 1)
+        evaluation_start = time.perf_counter()
         self.model.eval()
         with torch.no_grad(), self._autocast():
             self.model(batch[0].contiguous(memory_format=torch.channels_last))
-        per_image = (time.monotonic() - evaluation_start) / self.task.images(batch)
+        per_image = (time.perf_counter() - evaluation_start) / self.task.images(batch)
         evaluation = EVAL_MARGIN * per_image * len(self.val_data) * 2  # the weights and their EMA
         self.pace = {"seconds_per_step": round(per_step, 4), "evaluation_estimate_seconds": round(evaluation, 1),
                      "replans": 0}  # fmt: skip
@@ -406,7 +406,7 @@ class TaskTrainer:
         (the machine got busier or freer). Returns whether the pace was measured."""
         if steps < PACE_STEPS or self.steps is None:
             return False
-        per_step = (time.monotonic() - since) / steps
+        per_step = (time.perf_counter() - since) / steps
         budget = self.run.minutes * 60.0
         finish = (
             self.elapsed() + (self.steps - self.step) * per_step + self.pace["evaluation_estimate_seconds"]
@@ -422,7 +422,7 @@ class TaskTrainer:
         progress = tqdm(total=self.steps, initial=self.step, desc="train", unit="step",
                         disable=None if shown is None else not shown)  # fmt: skip
         probe_start: float | None = None
-        last_checkpoint = pace_since = time.monotonic()
+        last_checkpoint = pace_since = time.perf_counter()
         pace_step = self.step
         try:
             while self.steps is None or self.step < self.steps:
@@ -438,18 +438,18 @@ class TaskTrainer:
                     progress.set_postfix(loss=f"{record['loss']:.3f}", refresh=False)
                     if self.steps is None:  # a budgeted run: the first step is uncounted
                         if self.step == 1:
-                            probe_start = time.monotonic()
+                            probe_start = time.perf_counter()
                         elif probe_start is not None and self.step == PROBE_STEPS + 1:
                             self._plan(probe_start, batch)
                             progress.total = self.steps
-                            pace_since, pace_step = time.monotonic(), self.step
+                            pace_since, pace_step = time.perf_counter(), self.step
                 self.epoch += 1
                 if self.pace and self._keep_pace(pace_since, self.step - pace_step):
-                    pace_since, pace_step = time.monotonic(), self.step
+                    pace_since, pace_step = time.perf_counter(), self.step
                     progress.total = self.steps
-                if self.steps is not None and time.monotonic() - last_checkpoint >= CHECKPOINT_SECONDS:
+                if self.steps is not None and time.perf_counter() - last_checkpoint >= CHECKPOINT_SECONDS:
                     self.save_checkpoint()
-                    last_checkpoint = time.monotonic()
+                    last_checkpoint = time.perf_counter()
         finally:
             progress.close()
 
@@ -458,10 +458,10 @@ class TaskTrainer:
         if not self.env.is_main:
             return None
         train_seconds = self.elapsed()
-        evaluation_start = time.monotonic()
+        evaluation_start = time.perf_counter()
         last = self.task.evaluate(self.model, self.val_data)
         average = self.task.evaluate(self.ema.module, self.val_data)
-        evaluation = time.monotonic() - evaluation_start
+        evaluation = time.perf_counter() - evaluation_start
         recommended = "ema" if self.task.score(average) > self.task.score(last) else "last"
         chosen, other = (
             (self.ema.module, self.model) if recommended == "ema" else (self.model, self.ema.module)
@@ -511,7 +511,7 @@ def train_task(
 ) -> dict[str, Any] | None:
     """Train ``task`` as ``run`` says; returns the run's summary (also in ``summary.json``).
 
-    ``started`` is when the budget began (``time.monotonic()``; default now), so a
+    ``started`` is when the budget began (``time.perf_counter()``; default now), so a
     command counts its own start-up; ``progress`` shows a progress bar (None: on a
     terminal). Under torchrun the processes share the run (``run.batch_size`` is the
     global batch) and rank 0 returns the summary, the others None."""
