@@ -275,3 +275,12 @@ def test_onnx_export_gives_the_same_boxes_and_scores(tiny_detector, tmp_path, cl
         expected_boxes, expected_scores = model(x)
     assert np.abs(boxes - expected_boxes.numpy()).max() < 1e-4
     assert np.abs(scores - expected_scores.numpy()).max() < 1e-4
+
+
+def test_bench_times_a_detector_at_its_papers_side(tmp_path):
+    from lightnets.deploy.bench import measure, model_targets
+
+    (target,) = model_targets("ssdlite_mobilenet_v2", {"width": 0.35}, backends=["ort_fp32"], workdir=tmp_path)
+    assert target.input_size == 320 and target.file is not None
+    result = measure(target, threads=1, runs=50, warmup=1, batch=2, batch_runs=1)
+    assert result.latency_ms > 0 and result.throughput > 0

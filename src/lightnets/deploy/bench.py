@@ -305,9 +305,9 @@ def model_targets(
     if calibration is None and any(b in INT8_BACKENDS for b in backends):
         raise ValueError("the int8 backends need calibration images: give a folder of real images")
     net = create_model(model, weights=weights, **kwargs).eval()
-    if input_size is None:
+    if input_size is None:  # the weights' side, else the model's own (a detector's paper side)
         cfg = getattr(net, "pretrained_cfg", None)
-        input_size = cfg.transform.size if cfg is not None else 224
+        input_size = cfg.transform.size if cfg is not None else int(getattr(net, "default_input_size", 224))
     madds = profile(net, (3, input_size, input_size)).madds
     label = label or _describe(model, kwargs, weights)
     workdir = Path(workdir or tempfile.mkdtemp(prefix="lightnets-bench-"))
