@@ -70,6 +70,28 @@ def test_yolo_folder_reads_names_and_converts_boxes(tmp_path):
     assert len(data.items[1].classes) == 0
 
 
+@pytest.mark.filterwarnings("ignore:skipping .*broken.jpg")
+def test_an_unreadable_photo_is_dropped_before_training_with_one_warning(tmp_path):
+    _photo(tmp_path / "images" / "a.jpg")
+    (tmp_path / "images" / "broken.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "broken.txt").write_text("0 0.5 0.5 0.2 0.4\n")
+    with pytest.warns(UserWarning, match="skipping .*broken.jpg: cannot be read") as caught:
+        data = yolo_boxes(tmp_path)
+    assert len(caught) == 1 and [item.image.name for item in data.items] == ["a.jpg"]
+    # A photo whose header reads but whose pixels do not: dropped when the run decodes them.
+    noise = np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "noise.jpg")
+    whole = (tmp_path / "noise.jpg").read_bytes()
+    (tmp_path / "images" / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    data = yolo_boxes(tmp_path)
+    assert len(data) == 2
+    with pytest.warns(UserWarning, match="skipping .*cut.jpg") as caught:
+        data.decode_all()
+    assert len(caught) == 1 and [item.image.name for item in data.items] == ["a.jpg"]
+    assert data.photo(0).size == (40, 30)
+
+
 def test_bad_boxes_are_clipped_or_dropped_with_one_warning_naming_the_file(tmp_path):
     boxes = np.array([[-5, 2, 10, 10], [3, 3, 3, 8], [1, 1, 5, 5], [1, 1, 5, 5], [np.nan, 0, 1, 1]])
     with pytest.warns(UserWarning) as caught:

@@ -104,12 +104,16 @@ def load_image(path: str | Path, min_side: int | None = None, max_pixels: int | 
             # Pillow warns from MAX_IMAGE_PIXELS on; the limit above is the one that counts.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image: Image.Image = Image.open(path)
-            pixels = image.width * image.height
-            if pixels > limit:
-                raise _too_large(path, f"{image.width}x{image.height} = {pixels:,}", limit)
-            if min_side and image.format == "JPEG":
-                image.draft("RGB", _draft_size(image.size, min_side))
-            image.load()
+            try:
+                pixels = image.width * image.height
+                if pixels > limit:
+                    raise _too_large(path, f"{image.width}x{image.height} = {pixels:,}", limit)
+                if min_side and image.format == "JPEG":
+                    image.draft("RGB", _draft_size(image.size, min_side))
+                image.load()
+            except BaseException:
+                image.close()  # a file that fails to decode is not left open
+                raise
             image = ImageOps.exif_transpose(image)
             return _to_rgb(image)
     except UnreadableImage:

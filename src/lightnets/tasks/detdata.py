@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..data.images import is_image_file, load_image
+from ..data.images import UnreadableImage, is_image_file, load_image
 from .boxes import box_iou
 from .segdata import Normalise, pennfudan_root, pennfudan_split
 
@@ -97,6 +97,23 @@ class DetectionData(torch.utils.data.Dataset):
             self._decoded[index], self._decoded_bytes = photo, self._decoded_bytes + size
         return photo
 
+    def decode_all(self) -> None:
+        """Decode every photo now (kept in memory as :meth:`photo` allows); a photo that
+        cannot be read is dropped with one warning naming it, so a run never meets it
+        mid-epoch."""
+        readable = []
+        for index in range(len(self.items)):
+            try:
+                self.photo(index)
+            except UnreadableImage as error:
+                warnings.warn(f"skipping {error}", stacklevel=2)  # the error names the file
+                continue
+            readable.append(index)
+        if len(readable) < len(self.items):
+            decoded = {new: self._decoded[old] for new, old in enumerate(readable) if old in self._decoded}
+            self.items = [self.items[i] for i in readable]
+            self._decoded = decoded
+
     def __getitem__(self, index: int) -> Any:
         item = self.items[index]
         photo = self.photo(index)
@@ -142,9 +159,14 @@ def checked_boxes(
     return clipped[keep].astype(np.float32), classes[keep]
 
 
-def _photo_size(path: Path) -> tuple[int, int]:
-    with Image.open(path) as image:
-        return image.size
+def _photo_size(path: Path) -> tuple[int, int] | None:
+    """The photo's (width, height); None, with one warning naming it, if it cannot be read."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        warnings.warn(f"skipping {path}: cannot be read ({error})", stacklevel=3)
+        return None
 
 
 PENNFUDAN_BOX = re.compile(r"\((\d+)\s*,\s*(\d+)\)\s*-\s*\((\d+)\s*,\s*(\d+)\)")
@@ -164,9 +186,10 @@ def pennfudan_boxes(root: str | Path, split: str = "all", transform: Callable | 
             if line.startswith("Bounding box")
             for x1, y1, x2, y2 in PENNFUDAN_BOX.findall(line.split(":", 1)[-1])
         ]
-        boxes, classes = checked_boxes(
-            annotation, np.array(corners), np.zeros(len(corners)), _photo_size(photos[name]), 1
-        )
+        size = _photo_size(photos[name])
+        if size is None:
+            continue
+        boxes, classes = checked_boxes(annotation, np.array(corners), np.zeros(len(corners)), size, 1)
         items.append(Annotated(photos[name], boxes, classes))
     return DetectionData(items, ["person"], transform)
 
@@ -222,7 +245,10 @@ def yolo_boxes(
         names = [str(k) for k in range(largest + 1)]
     items = []
     for photo, label, values in rows:
-        width, height = _photo_size(photo)
+        size = _photo_size(photo)
+        if size is None:
+            continue
+        width, height = size
         cx, cy, w, h = (values[:, k] for k in range(1, 5))
         corners = np.stack(
             [(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height], 1
@@ -261,10 +287,12 @@ def coco_boxes(
         xywh = np.array([o.get("bbox", [np.nan] * 4) for o in found], dtype=np.float64).reshape(-1, 4)
         corners = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
         classes = np.array([index.get(o.get("category_id"), -1) for o in found])
-        size = (int(photo.get("width") or 0), int(photo.get("height") or 0))
-        boxes, kept = checked_boxes(
-            path, corners, classes, size if all(size) else _photo_size(path), len(index)
-        )
+        size: tuple[int, int] | None = (int(photo.get("width") or 0), int(photo.get("height") or 0))
+        if not all(size or ()):
+            size = _photo_size(path)
+            if size is None:
+                continue
+        boxes, kept = checked_boxes(path, corners, classes, size, len(index))
         items.append(Annotated(path, boxes, kept))
     return DetectionData(items, [c["name"] for c in categories], transform)
 

@@ -94,9 +94,8 @@ class DetectionTask(Task):
         train.transform = DetectionAugment(
             run.resolution, normalise_of(model), seed=run.seed, zoom_out=zoom_out
         )
-        for data in (train, val):  # decoded before the steps the budget plans from are timed
-            for index in range(len(data)):
-                data.photo(index)
+        for data in (train, val):  # before the steps the budget plans from are timed
+            data.decode_all()
         return model, train, val
 
     def collate(self, batch: list[Any]) -> Any:
