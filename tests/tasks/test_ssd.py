@@ -280,7 +280,19 @@ def test_onnx_export_gives_the_same_boxes_and_scores(tiny_detector, tmp_path, cl
 def test_bench_times_a_detector_at_its_papers_side(tmp_path):
     from lightnets.deploy.bench import measure, model_targets
 
-    (target,) = model_targets("ssdlite_mobilenet_v2", {"width": 0.35}, backends=["ort_fp32"], workdir=tmp_path)
+    (target,) = model_targets(
+        "ssdlite_mobilenet_v2", {"width": 0.35}, backends=["ort_fp32"], workdir=tmp_path
+    )
     assert target.input_size == 320 and target.file is not None
     result = measure(target, threads=1, runs=50, warmup=1, batch=2, batch_runs=1)
     assert result.latency_ms > 0 and result.throughput > 0
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_every_detector_loads_back_from_its_weights_file(name, tmp_path):
+    model = lightnets.create_model(name, num_classes=3)
+    path = save_task_weights(model, tmp_path / "model.safetensors", name, {}, ["a", "b"], 128)
+    again = lightnets.create_model(name, weights=str(path))
+    assert again.num_classes == 3 and again.pretrained_cfg.categories == ["a", "b"]
+    state, loaded = model.state_dict(), again.state_dict()
+    assert all(torch.equal(state[k], loaded[k]) for k in state)

@@ -212,9 +212,9 @@ def ssdlite_mobilenet_v2(
     return _ssd("mobilenet_v2", kwargs, num_classes, True, 320, backbone_weights)
 
 
-def _on_mobilenet_v1(separable: bool, side: int, summary: str) -> Callable[..., SSD]:
-    """A builder of a detector on MobileNet v1: SSD300 and SSDLite differ only in their
-    extra layers' and predictors' convolutions and the side they are reported at."""
+def _on_mobilenet_v1(name: str, separable: bool, side: int, summary: str) -> Callable[..., SSD]:
+    """The builder ``name`` of a detector on MobileNet v1: SSD300 and SSDLite differ only
+    in their extra layers' and predictors' convolutions and the side they are reported at."""
 
     def builder(
         num_classes: int = COCO_CLASSES,
@@ -225,12 +225,14 @@ def _on_mobilenet_v1(separable: bool, side: int, summary: str) -> Callable[..., 
         kwargs = {"width": width, **_padding(backbone_weights, padding)}
         return _ssd("mobilenet_v1", kwargs, num_classes, separable, side, backbone_weights)
 
+    builder.__name__ = builder.__qualname__ = name  # weights files name the model by its builder
     builder.__doc__ = f"{summary}\n\n    Args:\n        width: width multiplier (alpha) of the backbone."
     return builder
 
 
 ssdlite_mobilenet_v1 = register_model("ssdlite_mobilenet_v1", family=FAMILY)(
     _on_mobilenet_v1(
+        "ssdlite_mobilenet_v1",
         True,
         320,
         "SSDLite on MobileNet v1 (MobileNetV2, Table 6: 5.1 M parameters, 1.3 B multiply-adds at 320x320).",
@@ -238,6 +240,7 @@ ssdlite_mobilenet_v1 = register_model("ssdlite_mobilenet_v1", family=FAMILY)(
 )
 ssd300_mobilenet_v1 = register_model("ssd300_mobilenet_v1", family=FAMILY)(
     _on_mobilenet_v1(
+        "ssd300_mobilenet_v1",
         False,
         300,
         "SSD300 on MobileNet v1 (MobileNet v1, Table 13: 6.8 M parameters, 1.2 B multiply-adds at 300x300).",
