@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import platform
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,9 +21,14 @@ def machine_description() -> str:
     import onnxruntime
     import torch
 
+    try:  # other work on the same cores moves every figure: say how busy the machine was
+        load = "load average (1, 5, 15 min) " + ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        load = "load average unknown"
     return (
         f"{cpu_name()}, {torch.get_num_threads()} threads available; {platform.system()} {platform.machine()}; "
-        f"Python {platform.python_version()}, PyTorch {torch.__version__}, ONNX Runtime {onnxruntime.__version__}"
+        f"Python {platform.python_version()}, PyTorch {torch.__version__}, ONNX Runtime {onnxruntime.__version__}; "
+        f"{load} when the report was written"
     )
 
 

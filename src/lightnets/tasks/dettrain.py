@@ -90,7 +90,7 @@ class DetectionTask(Task):
         self.model_name, self.model_kwargs, self.classes = run.model, kwargs, train.classes
         self.resolution = run.resolution
         self.anchors = model_anchors(model, run.resolution)
-        zoom_out = float(run.options.get("zoom_out") or DEFAULT_ZOOM_OUT)
+        zoom_out = float(run.options.get("zoom_out", DEFAULT_ZOOM_OUT))
         train.transform = DetectionAugment(
             run.resolution, normalise_of(model), seed=run.seed, zoom_out=zoom_out
         )

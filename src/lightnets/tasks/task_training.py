@@ -25,11 +25,13 @@ smaller than :data:`SMALL_BATCH` every BatchNorm of the backbone keeps its Image
 statistics (``freeze_batchnorm``, default automatic): statistics of a few images are
 too noisy to learn.
 
-**Nothing is lost.** ``checkpoint.pt`` (model, optimiser, plan, random states, the
-time spent) is written atomically at the end of an epoch, at most every
+**Nothing is lost.** ``checkpoint.pt`` (model, optimiser, EMA, plan, random states,
+the time spent) is written atomically at the end of an epoch, at most every
 :data:`CHECKPOINT_SECONDS`; the data order and the augmentation are drawn from the seed
-and the epoch, so ``resume=True`` continues from the last checkpoint and ends with the
-weights an uninterrupted run would have. The folder is locked while a run uses it.
+and the epoch, so ``resume=True`` continues from the last checkpoint, and a run of
+``epochs`` ends with the weights an uninterrupted run would have (a budgeted run
+continues its plan, adjusting it to the pace it meets). The folder is locked while a
+run uses it, and a new run refuses a folder whose run is unfinished.
 
 **Several processes.** Under ``torchrun --nproc_per_node=N -m lightnets train --task
 ...`` (gloo on CPUs) each process takes its share of every global batch (``batch_size``
