@@ -56,3 +56,19 @@ def write_markdown(lines: list[str], path: str | Path) -> Path:
     path = write_text(path, "\n".join(lines) + "\n")
     print(f"written {path}")
     return Path(path)
+
+
+def side_by_side(panels: list, gap: int = 8, height: int | None = None):
+    """One picture of ``panels`` (PIL images) left to right on white, ``gap`` pixels
+    apart; with ``height``, each panel scaled to it first."""
+    from PIL import Image
+
+    if height is not None:
+        panels = [p.resize((round(p.width * height / p.height), height)) for p in panels]
+    width = sum(p.width for p in panels) + gap * (len(panels) - 1)
+    canvas = Image.new("RGB", (width, max(p.height for p in panels)), (255, 255, 255))
+    left = 0
+    for panel in panels:
+        canvas.paste(panel, (left, 0))
+        left += panel.width + gap
+    return canvas

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 import torch
+from _output import side_by_side
 from _paths import RESULTS, SHARED, use_shared_weights
 from train_common import load_average, machine_header
 
@@ -55,15 +56,7 @@ def picture(model_name: str, weights: str, data_name: str, out: Path, work: Path
     data = open_detection_data(DATA[data_name], "val")
     paths = [item.image for item in data.items[:PICTURE_PHOTOS]]
     records = detect_images(model, paths, work, threshold=DRAW_THRESHOLD)
-    panels = [Image.open(r["drawing"]).convert("RGB") for r in records]
-    height = 360
-    panels = [p.resize((round(p.width * height / p.height), height)) for p in panels]
-    canvas = Image.new("RGB", (sum(p.width for p in panels) + 8 * (len(panels) - 1), height), (255, 255, 255))
-    left = 0
-    for panel in panels:
-        canvas.paste(panel, (left, 0))
-        left += panel.width + 8
-    canvas.save(out)
+    side_by_side([Image.open(r["drawing"]).convert("RGB") for r in records], height=360).save(out)
     return out
 
 

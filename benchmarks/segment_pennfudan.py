@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from _output import side_by_side
 from _paths import RESULTS, SHARED
 from train_common import load_average, machine_header
 
@@ -73,18 +74,12 @@ def _measure(model_name: str, weights: str, size: int, calls: int, queue) -> Non
 
 
 def picture(model_name: str, weights: str, size: int, out: Path, index: int) -> Path:
-    from PIL import Image
-
+    """A validation photo's labels (left) and the model's prediction (right)."""
     model = lightnets.create_model(model_name, weights=weights).eval()
     val = pennfudan(DATA, "val")
     photo, truth = val.arrays(index)
     predicted = predict_classes(model, photo, size, normalise_of(model))
-    panels = [overlay(photo, truth), overlay(photo, predicted)]
-    width = sum(p.width for p in panels) + 8
-    canvas = Image.new("RGB", (width, photo.shape[0]), (255, 255, 255))
-    canvas.paste(panels[0], (0, 0))
-    canvas.paste(panels[1], (panels[0].width + 8, 0))
-    canvas.save(out)
+    side_by_side([overlay(photo, truth), overlay(photo, predicted)]).save(out)
     return out
 
 

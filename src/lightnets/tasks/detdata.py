@@ -287,11 +287,10 @@ def coco_boxes(
         xywh = np.array([o.get("bbox", [np.nan] * 4) for o in found], dtype=np.float64).reshape(-1, 4)
         corners = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
         classes = np.array([index.get(o.get("category_id"), -1) for o in found])
-        size: tuple[int, int] | None = (int(photo.get("width") or 0), int(photo.get("height") or 0))
-        if not all(size or ()):
-            size = _photo_size(path)
-            if size is None:
-                continue
+        stated = (int(photo.get("width") or 0), int(photo.get("height") or 0))
+        size = stated if all(stated) else _photo_size(path)
+        if size is None:
+            continue
         boxes, kept = checked_boxes(path, corners, classes, size, len(index))
         items.append(Annotated(path, boxes, kept))
     return DetectionData(items, [c["name"] for c in categories], transform)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import warnings
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,7 +25,7 @@ from .detect import evaluate_detection, model_anchors
 from .multibox import match, multibox_loss
 from .segdata import pennfudan_root
 from .ssd import FAMILY, SSD
-from .task_model import normalise_of, save_task_weights
+from .task_model import normalise_of
 from .task_training import Task, TaskRun
 
 DEFAULTS = {"resolution": 320, "batch_size": 16, "lr": 2e-3, "weight_decay": 1e-4}
@@ -54,11 +53,8 @@ class DetectionTask(Task):
     name = "detection"
 
     def __init__(self) -> None:
+        super().__init__()
         self.anchors: torch.Tensor | None = None
-        self.resolution = 0
-        self.classes: list[str] = []
-        self.model_kwargs: dict[str, Any] = {}
-        self.model_name = ""
 
     def check(self, run: TaskRun) -> None:
         if get_entry(run.model).family != FAMILY:
@@ -88,7 +84,7 @@ class DetectionTask(Task):
         model = create_model(run.model, num_classes=len(train.classes) + 1, **kwargs)
         assert isinstance(model, SSD)
         self.model_name, self.model_kwargs, self.classes = run.model, kwargs, train.classes
-        self.resolution = run.resolution
+        self.input_size = run.resolution  # SSD trains and tests on the same square
         self.anchors = model_anchors(model, run.resolution)
         zoom_out = float(run.options.get("zoom_out", DEFAULT_ZOOM_OUT))
         train.transform = DetectionAugment(
@@ -115,12 +111,7 @@ class DetectionTask(Task):
 
     def evaluate(self, model: nn.Module, data: Any) -> dict[str, Any]:
         assert isinstance(model, SSD)
-        return evaluate_detection(model, data, self.resolution).to_dict()
+        return evaluate_detection(model, data, self.input_size).to_dict()
 
     def score(self, scores: dict[str, Any]) -> float:
         return float(scores["mAP"])
-
-    def save(self, model: nn.Module, path: Path) -> Path:
-        return save_task_weights(
-            model, path, self.model_name, self.model_kwargs, self.classes, self.resolution
-        )

@@ -10,7 +10,6 @@ crops of photos at the scale it is evaluated at (``options["eval_size"]``, defau
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,7 +20,7 @@ from ..zoo import create_model
 from .deeplab import FAMILY, segmentation_loss
 from .segdata import SegmentationAugment, SegmentationData, pennfudan
 from .segment import evaluate_segmentation
-from .task_model import normalise_of, save_task_weights
+from .task_model import normalise_of
 from .task_training import Task, TaskRun
 
 DEFAULTS = {"resolution": 224, "batch_size": 8, "lr": 1e-3, "weight_decay": 1e-4}
@@ -32,12 +31,6 @@ class SegmentationTask(Task):
     """DeepLabv3 on Penn-Fudan's person / background."""
 
     name = "segmentation"
-
-    def __init__(self) -> None:
-        self.eval_size = 0
-        self.model_name = ""
-        self.model_kwargs: dict[str, Any] = {}
-        self.classes: tuple[str, ...] = ()
 
     def check(self, run: TaskRun) -> None:
         if get_entry(run.model).family != FAMILY:
@@ -65,7 +58,7 @@ class SegmentationTask(Task):
             run.resolution, normalise_of(model), scale=scale, seed=run.seed, short_side=eval_size
         )
         train = pennfudan(run.data, "train", augment)
-        self.eval_size, self.model_name, self.model_kwargs, self.classes = (
+        self.input_size, self.model_name, self.model_kwargs, self.classes = (
             eval_size,
             run.model,
             kwargs,
@@ -85,12 +78,7 @@ class SegmentationTask(Task):
         return segmentation_loss(scores.float(), targets), {}
 
     def evaluate(self, model: nn.Module, data: Any) -> dict[str, Any]:
-        return evaluate_segmentation(model, data, self.eval_size).to_dict()
+        return evaluate_segmentation(model, data, self.input_size).to_dict()
 
     def score(self, scores: dict[str, Any]) -> float:
         return float(scores["miou"])
-
-    def save(self, model: nn.Module, path: Path) -> Path:
-        return save_task_weights(
-            model, path, self.model_name, self.model_kwargs, self.classes, self.eval_size
-        )

@@ -54,6 +54,7 @@ import json
 import math
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -72,6 +73,7 @@ from ..train.ema import ModelEMA
 from ..train.recipes import fitted_ema_decay
 from ..train.sync_batchnorm import convert_sync_batchnorm
 from ..train.trainer import EMA_WEIGHTS_FILE, LAST_WEIGHTS_FILE, WEIGHTS_FILE
+from .task_model import save_task_weights
 
 WARMUP_STEPS = 30
 PROBE_STEPS = 10  # steps that measure the pace of a budgeted run (after one uncounted step)
@@ -146,9 +148,18 @@ def load_task_run(out: str | Path) -> TaskRun:
 
 
 class Task(ABC):
-    """What a task brings to the loop: its model and data, loss, score and weights file."""
+    """What a task brings to the loop: its model and data, loss and score.
+
+    :meth:`build` also records what the weights file says of the model (its name and
+    arguments, the class names, the input size it is used at)."""
 
     name: str
+
+    def __init__(self) -> None:
+        self.model_name = ""
+        self.model_kwargs: dict[str, Any] = {}
+        self.classes: Sequence[str] = ()
+        self.input_size = 0
 
     @abstractmethod
     def check(self, run: TaskRun) -> None:
@@ -176,9 +187,11 @@ class Task(ABC):
     def score(self, scores: dict[str, Any]) -> float:
         """The number of :meth:`evaluate`'s scores that decides between two models (higher is better)."""
 
-    @abstractmethod
     def save(self, model: nn.Module, path: Path) -> Path:
         """The model's weights file (with its classes and input size)."""
+        return save_task_weights(
+            model, path, self.model_name, self.model_kwargs, self.classes, self.input_size
+        )
 
     def images(self, batch: Any) -> int:
         """The number of images in a batch."""
