@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from _output import side_by_side
 from _paths import RESULTS, SHARED, use_shared_weights
-from train_common import load_average, machine_header
+from train_common import backbone_run_header, load_average
 
 import lightnets
 from lightnets.deploy.bench import benchmark, model_targets
@@ -120,9 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     seconds = summary["seconds"]
     lines = [
-        machine_header(f"{args.model} on {args.data}", None).rstrip(),
-        f"- Load average when the script started: {load_start}",
-        f"- Backbone: {backbone_weights} (ImageNet), {json.dumps(kwargs) if kwargs else 'default options'}",
+        *backbone_run_header(f"{args.model} on {args.data}", load_start, backbone_weights, kwargs),
         "",
         "## Training",
         "",

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from _output import side_by_side
 from _paths import RESULTS, SHARED
-from train_common import load_average, machine_header
+from train_common import backbone_run_header, load_average
 
 import lightnets
 from lightnets.files import write_json, write_text
@@ -141,9 +141,12 @@ def main(argv: list[str] | None = None) -> int:
               "picture": image.name}  # fmt: skip
     write_json(RESULTS / f"segment_pennfudan_{short}.json", result)
     lines = [
-        machine_header(f"DeepLabv3 ({args.model}) on Penn-Fudan, person / background", None).rstrip(),
-        f"- Load average when the script started: {load_start}",
-        f"- Backbone: {backbone_weights} (ImageNet), {json.dumps(kwargs) if kwargs else 'default options'}",
+        *backbone_run_header(
+            f"DeepLabv3 ({args.model}) on Penn-Fudan, person / background",
+            load_start,
+            backbone_weights,
+            kwargs,
+        ),
         "",
         "## Training",
         "",

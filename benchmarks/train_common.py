@@ -88,3 +88,15 @@ def start(args) -> None:
     """Before training: the shared weights as default weights root, the thread count."""
     use_shared_weights()
     torch.set_num_threads(args.threads)
+
+
+def backbone_run_header(title: str, load_start: str, backbone_weights: str, kwargs: dict) -> list[str]:
+    """The preamble of a segmentation or detection benchmark's results: the machine, the
+    load when it started and ended, the ImageNet backbone it trained from."""
+    import json
+
+    return [
+        machine_header(title, None).rstrip(),
+        f"- Load average when the script started: {load_start}",
+        f"- Backbone: {backbone_weights} (ImageNet), {json.dumps(kwargs) if kwargs else 'default options'}",
+    ]
