@@ -19,13 +19,12 @@ its detections on validation photos. Writes ``results/detect_<data>_<model>.md``
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import torch
-from _output import side_by_side
+from _output import benchmark_parser, side_by_side
 from _paths import RESULTS, SHARED, use_shared_weights
 from train_common import backbone_run_header, load_average
 
@@ -61,9 +60,7 @@ def picture(model_name: str, weights: str, data_name: str, out: Path, work: Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--model", default="ssdlite_mobilenet_v2", choices=sorted(BACKBONE_WEIGHTS))
     parser.add_argument("--data", default="pennfudan", choices=sorted(DATA))
     parser.add_argument("--minutes", type=float, default=20.0, help="the whole run's budget")
@@ -76,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--measure-only", action="store_true", help="measure the run folder's trained model")
     parser.add_argument("--calls", type=int, default=50, help="timed calls per runtime")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     use_shared_weights()
     name = f"detect_{args.data}_{args.model.removeprefix('ssdlite_').removeprefix('ssd300_')}"
     if args.model.startswith("ssd300_"):
@@ -167,5 +165,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(2)
     sys.exit(main())

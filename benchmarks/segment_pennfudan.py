@@ -14,7 +14,6 @@ and ``.json`` beside the picture. ``--measure-only`` measures an earlier run's f
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing
 import resource
@@ -24,7 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from _output import side_by_side
+from _output import benchmark_parser, side_by_side
 from _paths import RESULTS, SHARED
 from train_common import backbone_run_header, load_average
 
@@ -84,9 +83,7 @@ def picture(model_name: str, weights: str, size: int, out: Path, index: int) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--model", default="deeplabv3_mobilenet_v2", choices=sorted(BACKBONE_WEIGHTS))
     parser.add_argument("--minutes", type=float, default=20.0)
     parser.add_argument("--resolution", type=int, default=224, help="training crop side")

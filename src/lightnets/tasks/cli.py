@@ -30,7 +30,6 @@ from .task_model import input_size_of
 from .task_training import RUN_FILE, Task, TaskRun, load_task_run, train_task
 
 TASKS = ("classification", "segmentation", "detection")
-TRAIN_TASKS = TASKS
 
 
 def _model(args: argparse.Namespace, kind: type[torch.nn.Module] = DeepLabV3) -> Any:
@@ -197,7 +196,7 @@ def add_task_train_options(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--task",
-        choices=TRAIN_TASKS,
+        choices=TASKS,
         default="classification",
         help="classification (the default: class folders, the options above), segmentation or detection",
     )

@@ -81,7 +81,7 @@ class DetectionData(torch.utils.data.Dataset):
         self.items = list(items)
         self.classes = list(classes)
         self.transform = transform
-        self._decoded: dict[int, Image.Image] = {}
+        self._decoded: dict[Path, Image.Image] = {}  # by file: ``items`` may be filtered
         self._decoded_bytes = 0
 
     def __len__(self) -> int:
@@ -89,12 +89,13 @@ class DetectionData(torch.utils.data.Dataset):
 
     def photo(self, index: int) -> Image.Image:
         """The RGB photo of item ``index``, decoded once while the memory allows."""
-        if index in self._decoded:
-            return self._decoded[index]
-        photo = load_image(self.items[index].image)
+        path = self.items[index].image
+        if path in self._decoded:
+            return self._decoded[path]
+        photo = load_image(path)
         size = photo.width * photo.height * 3
         if self._decoded_bytes + size <= DECODED_BYTES:
-            self._decoded[index], self._decoded_bytes = photo, self._decoded_bytes + size
+            self._decoded[path], self._decoded_bytes = photo, self._decoded_bytes + size
         return photo
 
     def decode_all(self) -> None:
@@ -102,17 +103,14 @@ class DetectionData(torch.utils.data.Dataset):
         cannot be read is dropped with one warning naming it, so a run never meets it
         mid-epoch."""
         readable = []
-        for index in range(len(self.items)):
+        for index, item in enumerate(self.items):
             try:
                 self.photo(index)
             except UnreadableImage as error:
                 warnings.warn(f"skipping {error}", stacklevel=2)  # the error names the file
                 continue
-            readable.append(index)
-        if len(readable) < len(self.items):
-            decoded = {new: self._decoded[old] for new, old in enumerate(readable) if old in self._decoded}
-            self.items = [self.items[i] for i in readable]
-            self._decoded = decoded
+            readable.append(item)
+        self.items = readable
 
     def __getitem__(self, index: int) -> Any:
         item = self.items[index]

@@ -433,7 +433,7 @@ class TaskTrainer:
         return True
 
     def fit(self) -> None:
-        shown = (None if self.progress is None else self.progress) if self.env.is_main else False
+        shown = self.progress if self.env.is_main else False  # None: on a terminal
         progress = tqdm(total=self.steps, initial=self.step, desc="train", unit="step",
                         disable=None if shown is None else not shown)  # fmt: skip
         probe_start: float | None = None
