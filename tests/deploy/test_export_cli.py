@@ -41,7 +41,7 @@ def test_export_command_writes_a_checked_file(tmp_path, capsys, imagenet_sample,
     )
     assert args.func(args) == 0
     text = capsys.readouterr().out
-    assert "squeezenet1_1, input 3x224x224, fp32, 1000 classes; onnx.checker passed" in text
+    assert "squeezenet1_1, input 3x224x224 (NCHW), fp32, 1000 classes; onnx.checker passed" in text
     assert "top-1 agreement 100.0%" in text
     assert read_metadata(out).weights == GLUON
 

@@ -55,13 +55,15 @@ BACKENDS = {
     "ort_fp32": "ONNX Runtime fp32 (lightnets export)",
     "ort_int8": "ONNX Runtime int8 (QDQ, calibrated on real images)",
     "torch_int8": "PyTorch int8 (x86 quantised kernels, calibrated on real images)",
+    "litert_fp32": "LiteRT (XNNPACK) fp32 (lightnets export to TFLite)",
+    "litert_int8": "LiteRT (XNNPACK) int8 (LiteRT's quantiser, calibrated on real images)",
 }
 # Files made elsewhere, timed the same way (peers: another exporter's ONNX, a TFLite file).
 FOREIGN_BACKENDS = {
     "onnx_file": "ONNX Runtime running a given ONNX file",
     "tflite_file": "LiteRT interpreter (XNNPACK) running a given TFLite file",
 }
-INT8_BACKENDS = ("ort_int8", "torch_int8")
+INT8_BACKENDS = ("ort_int8", "torch_int8", "litert_int8")
 Input = TypeVar("Input")  # what a timed call takes
 MIN_RUNS = 50
 
@@ -164,7 +166,7 @@ def _build(target: Target, threads: int) -> Callable[[np.ndarray], Any]:
         if batch == 1:  # a file exported for batch 1 (a peer's): run a batch image by image
             return lambda x: [session.run(None, {name: x[i : i + 1]}) for i in range(len(x))]
         return lambda x: session.run(None, {name: x})
-    if target.backend == "tflite_file":
+    if target.backend in ("tflite_file", "litert_fp32", "litert_int8"):
         return _litert_runner(target.file, threads)
     if target.backend not in BACKENDS:
         raise ValueError(f"unknown backend {target.backend!r}")
@@ -291,8 +293,9 @@ def model_targets(
     workdir: str | Path | None = None,
     label: str | None = None,
 ) -> list[Target]:
-    """The targets of one lightnets model under ``backends``: exports the ONNX file (and
-    its int8 version, calibrated on ``calibration``) into ``workdir`` once for all."""
+    """The targets of one lightnets model under ``backends``: exports the ONNX and TFLite
+    files (and their int8 versions, calibrated on ``calibration``) into ``workdir`` once
+    for all."""
     from ..cost import profile
     from ..zoo import create_model
     from .export import export_onnx
@@ -318,7 +321,13 @@ def model_targets(
     if "ort_int8" in backends:
         assert calibration is not None  # refused above
         quantize_onnx(fp32, stem.with_suffix(".int8.onnx"), calibration, num_images=64)
+    for backend, int8 in (("litert_fp32", False), ("litert_int8", True)):
+        if backend in backends:
+            from .tflite import export_tflite
+
+            export_tflite(net, stem.with_suffix(f".{backend}.tflite"), input_size, int8, calibration, 64)
     files = {"ort_fp32": str(fp32), "ort_int8": str(stem.with_suffix(".int8.onnx"))}
+    files |= {b: str(stem.with_suffix(f".{b}.tflite")) for b in ("litert_fp32", "litert_int8")}
     return [
         Target(
             label=label,

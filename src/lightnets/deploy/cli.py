@@ -30,8 +30,10 @@ from ..zoo import (
 )
 from .calibration import DEFAULT_CALIBRATION_IMAGES
 from .export import DEFAULT_OPSET, export_onnx
+from .litert import LiteRTRuntime
 from .quantize import CALIBRATION_METHODS, quantize_onnx
-from .runtime import Runtime, open_runtime
+from .runtime import ModelFile, Runtime, open_runtime
+from .tflite import export_tflite, require_tflite_extra
 
 __all__ = [
     "RUNTIMES",
@@ -44,41 +46,66 @@ __all__ = [
 ]
 
 # The runtimes that predict and eval can classify with (``--backend``).
-RUNTIMES = ("pytorch", "onnxruntime")
+RUNTIMES = ("pytorch", "onnxruntime", "litert", "auto")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """``lightnets export``: write the ONNX file, then verify it on images if asked."""
+    """``lightnets export``: write the ONNX or TFLite file, then verify it on images if asked."""
     output = Path(args.output)
-    if output.suffix != ".onnx":
-        raise ValueError(f"{output}: the output must end in .onnx")
+    if output.suffix not in (".onnx", ".tflite"):
+        raise ValueError(f"{output}: the output must end in .onnx (ONNX) or .tflite (TFLite)")
     if args.int8 and not args.calibration:
         raise ValueError("--int8 needs --calibration DIR, a folder of real images")
-    model = model_from_args(args).eval()
-    with tempfile.TemporaryDirectory() as folder:
-        fp32 = Path(folder) / "fp32.onnx" if args.int8 else output
-        export_onnx(model, fp32, input_size=args.input_size, opset=args.opset, fold=not args.no_fold)
-        if args.int8:
-            quantize_onnx(
-                fp32,
-                output,
-                args.calibration,
-                num_images=args.calibration_images,
-                method=args.method,
-                reduce_range=args.reduce_range,
+    if output.suffix == ".tflite":
+        onnx_only = [
+            o
+            for o, given in (("--method", args.method != "minmax"), ("--reduce-range", args.reduce_range))
+            if given
+        ]
+        if onnx_only:
+            raise ValueError(
+                f"{', '.join(onnx_only)} apply to ONNX files; a TFLite file is calibrated on min/max ranges"
             )
-    runtime = Runtime(output)
+        require_tflite_extra()
+    model = model_from_args(args).eval()
+    runtime: ModelFile
+    if output.suffix == ".tflite":
+        export_tflite(
+            model,
+            output,
+            input_size=args.input_size,
+            int8=args.int8,
+            calibration=args.calibration,
+            num_images=args.calibration_images,
+            fold=not args.no_fold,
+        )
+        runtime, checked = LiteRTRuntime(output), "LiteRT loads it"
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            fp32 = Path(folder) / "fp32.onnx" if args.int8 else output
+            export_onnx(model, fp32, input_size=args.input_size, opset=args.opset, fold=not args.no_fold)
+            if args.int8:
+                quantize_onnx(
+                    fp32,
+                    output,
+                    args.calibration,
+                    num_images=args.calibration_images,
+                    method=args.method,
+                    reduce_range=args.reduce_range,
+                )
+        runtime, checked = Runtime(output), "onnx.checker passed"
+    layout = "NHWC" if output.suffix == ".tflite" else "NCHW"
     print(
         f"written {output} ({output.stat().st_size / 1e6:.2f} MB): {runtime.model_name}, "
-        f"input {'x'.join(map(str, runtime.input_size))}, {runtime.precision}, "
-        f"{runtime.num_classes} classes; onnx.checker passed"
+        f"input {'x'.join(map(str, runtime.input_size))} ({layout}), {runtime.precision}, "
+        f"{runtime.num_classes} classes; {checked}"
     )
     if args.verify:
         _verify(model, runtime, args.verify, args.verify_images)
     return 0
 
 
-def _verify(model: nn.Module, runtime: Runtime, folder: str, count: int) -> None:
+def _verify(model: nn.Module, runtime: ModelFile, folder: str, count: int) -> None:
     import torch
 
     from .calibration import calibration_files, prepare_images
@@ -100,20 +127,26 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``export`` subcommand to a ``add_subparsers()`` object; returns its parser."""
     p = subparsers.add_parser(
         "export",
-        help="export a model to ONNX (fp32, or int8 calibrated on real images)",
-        description="Export a model (random weights, or --weights) to an ONNX file: BatchNorm "
-        "folded, dynamic batch, checked with onnx.checker, with the model name, input size, "
-        "mean/std and class names in its metadata. With --int8, post-training static int8 "
-        "quantisation (QDQ, per-channel weights) calibrated on a folder of real images.",
+        help="export a model to ONNX or TFLite (fp32, or int8 calibrated on real images)",
+        description="Export a model (random weights, or --weights) to an ONNX file (-o NAME.onnx: "
+        "dynamic batch, NCHW, checked with onnx.checker) or a TFLite file for LiteRT (-o NAME.tflite: "
+        'batch 1, NHWC input; needs pip install "lightnets[tflite]"). BatchNorm is folded; the '
+        "model name, input size, mean/std and class names go in the file's metadata. The input is "
+        "the normalised image, (pixel/255 - mean)/std. With --int8, post-training static int8 "
+        "quantisation (per-channel weights) calibrated on a folder of real images: QDQ for ONNX "
+        "(float input), LiteRT's quantiser for TFLite (int8 input and output, with the scale and "
+        "zero point in the tensors' quantisation parameters, like the official quantised files).",
         epilog="examples:\n"
         "  lightnets export --weights mobilenet_v2_100_224.tflite_uint8 -o mobilenet_v2.onnx\n"
         "  lightnets export shufflenet_v1 --groups 8 --input-size 160 -o shufflenet.onnx\n"
+        "  lightnets export --weights mobilenet_v2_100_224.tflite_uint8 -o mnv2_int8.tflite --int8 "
+        "--calibration imagenette/train --verify imagenet-sample/\n"
         "  lightnets export --weights squeezenet1_1.gluon_npy -o sq_int8.onnx --int8 "
         "--calibration imagenette/train --verify imagenet-sample/",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_or_weights_options(p)
-    p.add_argument("-o", "--output", required=True, metavar="FILE.onnx")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.onnx|FILE.tflite")
     p.add_argument(
         "--input-size", type=positive_int, help="input side in pixels (default: the weights' crop, or 224)"
     )
@@ -122,7 +155,7 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--no-fold", action="store_true", help="do not fold BatchNorm before exporting")
     q = p.add_argument_group("int8")
-    q.add_argument("--int8", action="store_true", help="quantise to int8 (QDQ, per-channel weights)")
+    q.add_argument("--int8", action="store_true", help="quantise to int8 (per-channel weights)")
     q.add_argument("--calibration", metavar="DIR", help="folder of real images to calibrate on")
     q.add_argument(
         "--calibration-images",
@@ -131,8 +164,12 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="N",
         help=f"images taken evenly from the folder ({DEFAULT_CALIBRATION_IMAGES})",
     )
-    q.add_argument("--method", choices=CALIBRATION_METHODS, default="minmax", help="activation ranges")
-    q.add_argument("--reduce-range", action="store_true", help="7-bit weights (CPUs without VNNI)")
+    q.add_argument(
+        "--method", choices=CALIBRATION_METHODS, default="minmax", help="activation ranges (ONNX only)"
+    )
+    q.add_argument(
+        "--reduce-range", action="store_true", help="7-bit weights, for CPUs without VNNI (ONNX only)"
+    )
     v = p.add_argument_group("verification")
     v.add_argument("--verify", metavar="DIR", help="compare with PyTorch on images from this folder")
     v.add_argument(
@@ -148,44 +185,53 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
         "--backend",
         choices=RUNTIMES,
         default=None,
-        help="pytorch (default), or onnxruntime: run an .onnx file given as --weights, or the "
-        "weights exported to ONNX (cached for weight tags); an .onnx file implies onnxruntime",
+        help="pytorch (default); onnxruntime or litert: run an .onnx / .tflite file given as "
+        "--weights, or the weights exported on the fly (cached for weight tags); auto: the "
+        "fastest of pytorch, onnxruntime and litert on this model, timed once and remembered "
+        "per machine and thread count. An .onnx or .tflite file implies its runtime",
     )
-    parser.add_argument(
-        "--threads", type=positive_int, help="ONNX Runtime intra-op threads (default: all cores)"
-    )
+    parser.add_argument("--threads", type=positive_int, help="runtime threads (default: all cores)")
+
+
+FILE_BACKENDS = {".onnx": "onnxruntime", ".tflite": "litert"}
 
 
 def model_for_backend(
     args: argparse.Namespace, load_pytorch: Callable[[argparse.Namespace], nn.Module]
-) -> nn.Module | Runtime:
-    """What ``args`` ask to classify with: ``load_pytorch(args)`` or a :class:`Runtime`.
+) -> nn.Module | ModelFile:
+    """What ``args`` ask to classify with: ``load_pytorch(args)`` or a runtime of an
+    exported file (:class:`~lightnets.deploy.Runtime`, :class:`LiteRTRuntime`).
 
     Reads ``args.weights``, ``args.model``, ``args.weights_root``, ``args.backend`` and
-    ``args.threads`` (the last two optional). A Runtime works wherever
+    ``args.threads`` (the last two optional). A runtime works wherever
     :func:`lightnets.predict` and :func:`lightnets.evaluate` take a model.
     """
     backend = getattr(args, "backend", None)
     weights = getattr(args, "weights", None)
-    is_onnx = weights is not None and str(weights).endswith(".onnx")
-    if backend is None:
-        backend = "onnxruntime" if is_onnx else "pytorch"
+    file_backend = FILE_BACKENDS.get(Path(str(weights)).suffix) if weights is not None else None
+    backend = backend or file_backend or "pytorch"
     if backend not in RUNTIMES:
         raise ValueError(f"unknown backend {backend!r}; expected one of {RUNTIMES}")
+    if file_backend is not None and backend != file_backend:
+        raise ValueError(f"{weights} is run by {file_backend}: use --backend {file_backend}")
     if backend == "pytorch":
-        if is_onnx:
-            raise ValueError(f"{weights} is an ONNX file: run it with --backend onnxruntime")
         return load_pytorch(args)
     if weights is None:
-        raise ValueError("--backend onnxruntime needs --weights (an .onnx file or weights to export)")
-    if not is_onnx:
-        print(f"exporting {weights} to ONNX (kept in the cache for weight tags) ...", file=sys.stderr)
-    return open_runtime(
-        weights,
+        raise ValueError(f"--backend {backend} needs --weights (an exported file or weights to export)")
+    where: dict[str, Any] = dict(
         model=getattr(args, "model", None),
         weights_root=getattr(args, "weights_root", None),
         threads=getattr(args, "threads", None),
     )
+    if backend == "auto":
+        from .auto import fastest_runtime
+
+        chosen, runner = fastest_runtime(weights, **where)
+        print(f"auto: running on {chosen}", file=sys.stderr)
+        return runner
+    if file_backend is None:
+        print(f"exporting {weights} for {backend} (kept in the cache for weight tags) ...", file=sys.stderr)
+    return open_runtime(weights, backend=backend, **where)
 
 
 # The default sweep of `lightnets bench`: every family at two or three widths.

@@ -38,6 +38,7 @@ __all__ = [
     "INPUT_NAME",
     "OUTPUT_NAME",
     "OnnxMetadata",
+    "export_metadata",
     "export_onnx",
     "onnx_metadata",
     "read_metadata",
@@ -197,6 +198,23 @@ def _input_shape(model: nn.Module, input_size: int | Sequence[int] | None, trans
     raise ValueError(f"input_size must be a side, (H, W) or (C, H, W); got {input_size!r}")
 
 
+def export_metadata(
+    model: nn.Module,
+    input_size: int | Sequence[int] | None = None,
+    transform: EvalTransform | None = None,
+    class_names: Sequence[str] | None = None,
+) -> OnnxMetadata:
+    """The metadata of an export of ``model`` at ``input_size`` (see :func:`export_onnx`):
+    at another size than the weights' crop, the transform crops that size and resizes in
+    proportion."""
+    transform = transform or transform_of(model)
+    shape = _input_shape(model, input_size, transform)
+    if transform.size != shape[1]:
+        resize = max(shape[1], round(transform.resize * shape[1] / transform.size))
+        transform = dataclasses.replace(transform, size=shape[1], resize=resize)
+    return onnx_metadata(model, shape, transform, class_names)
+
+
 def export_onnx(
     model: nn.Module,
     path: str | Path,
@@ -222,13 +240,9 @@ def export_onnx(
 
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} is too old: lightnets exports opset {MIN_OPSET} or newer")
-    transform = transform or transform_of(model)
-    shape = _input_shape(model, input_size, transform)
-    if transform.size != shape[1]:
-        # Another input size than the weights': crop that size, resizing in proportion.
-        resize = max(shape[1], round(transform.resize * shape[1] / transform.size))
-        transform = dataclasses.replace(transform, size=shape[1], resize=resize)
-    metadata = onnx_metadata(model, shape, transform, class_names)
+    metadata = export_metadata(model, input_size, transform, class_names)
+    assert metadata.input_size is not None
+    shape = metadata.input_size
     export_model = fold_batchnorm(model) if fold else model
     export_model.eval()
     # Batch 2 in the example: torch.export specialises a dimension whose example is 1.

@@ -11,20 +11,21 @@ as they take a model.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
 from ..data.images import load_image
 from ..data.transforms import EvalTransform, tf_crop
 from ..weights.load import PretrainedConfig
 from .export import OnnxMetadata
 
-__all__ = ["Runtime", "open_runtime", "session_options"]
+__all__ = ["FILE_RUNTIMES", "ModelFile", "Runtime", "open_runtime", "session_options"]
 
 
 def session_options(threads: int | None = None, optimization: str = "all") -> Any:
@@ -54,68 +55,32 @@ def session_options(threads: int | None = None, optimization: str = "all") -> An
     return options
 
 
-class Runtime:
-    """An ONNX model in an ONNX Runtime session, with its lightnets metadata.
+class ModelFile:
+    """What every exported-file runtime shares: the metadata, the preprocessing, and the
+    face of a lightnets classifier. Subclasses open the file and run a checked batch."""
 
-    ``Runtime("model.onnx", threads=1)``; ``runtime(batch)`` runs a (N, C, H, W) float
-    tensor or array and returns the logits in kind; ``runtime.predict(paths)`` gives
-    top-k classes of image files like :func:`lightnets.predict`.
-    ``options`` replaces the session options made from ``threads`` and ``optimization``.
-    """
+    path: Path
+    threads: int | None
+    metadata: OnnxMetadata
+    input_size: tuple[int, int, int]  # (C, H, W)
+    kind = "exported"  # the file kind, for messages
 
-    def __init__(
-        self,
-        path: str | Path,
-        threads: int | None = None,
-        optimization: str = "all",
-        providers: Sequence[str] = ("CPUExecutionProvider",),
-        options: Any | None = None,
-    ) -> None:
-        import onnxruntime as ort
-
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise ValueError(f"{self.path}: no such ONNX file")
-        self.threads = threads
-        options = options or session_options(threads, optimization)
-        try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=list(providers))
-        except Exception as error:  # ORT raises its own exception types (Fail, InvalidGraph ...)
-            raise ValueError(f"{self.path}: ONNX Runtime cannot load it ({error})") from error
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1:
-            raise ValueError(f"{self.path}: expected one input (an image batch), found {len(inputs)}")
-        self.input_name = inputs[0].name
-        self.output_name = outputs[0].name
-        self.metadata = OnnxMetadata.from_props(self.session.get_modelmeta().custom_metadata_map)
-        self.input_size = self._input_size(inputs[0].shape)
-        self.transform = self.metadata.transform or self._default_transform()
+    def _describe_model(self, metadata: OnnxMetadata, classes: int | None) -> None:
+        """Set the transform, class names and lookups from ``metadata`` (after input_size)."""
+        self.metadata = metadata
+        self.transform = metadata.transform or self._default_transform()
         if self.transform.size != self.input_size[1]:
             raise ValueError(
                 f"{self.path}: its transform crops {self.transform.size} pixels but the input is "
                 f"{self.input_size[1]}x{self.input_size[2]}"
             )
-        # Class scores are (N, classes) from a classifier, (N, classes, H, W) from a segmenter,
-        # the last output (N, anchors, classes) from a detector.
-        shape = outputs[-1].shape or []
-        classes = shape[1] if len(shape) == 4 else shape[-1] if shape else None
-        self.num_classes = classes if isinstance(classes, int) else len(self.metadata.class_names)
-        self.class_names = self.metadata.class_names or [str(i) for i in range(self.num_classes)]
+        self.num_classes = classes if isinstance(classes, int) else len(metadata.class_names)
+        self.class_names = metadata.class_names or [str(i) for i in range(self.num_classes)]
         # What lightnets.predict / evaluate look up on a model.
         self.pretrained_cfg = PretrainedConfig(
-            str(self.path), self.transform, list(self.class_names), {"onnx": str(self.path)}
+            str(self.path), self.transform, list(self.class_names), {self.kind: str(self.path)}
         )
-        self.model_name = self.metadata.model_name
-
-    def _input_size(self, shape: list) -> tuple[int, int, int]:
-        if len(shape) != 4:
-            raise ValueError(f"{self.path}: expected an (N, C, H, W) input, found shape {shape}")
-        if self.metadata.input_size is not None:
-            return self.metadata.input_size
-        _, channels, height, width = shape
-        if not all(isinstance(v, int) for v in (channels, height, width)):
-            raise ValueError(f"{self.path}: the input size is neither fixed nor stated in its metadata")
-        return channels, height, width
+        self.model_name = metadata.model_name
 
     def _default_transform(self) -> EvalTransform:
         # A foreign file: ImageNet normalisation and the usual 87.5% centre crop.
@@ -126,16 +91,12 @@ class Runtime:
     def precision(self) -> str:
         return self.metadata.precision
 
-    def eval(self) -> Runtime:
+    def eval(self) -> ModelFile:
         """Nothing to switch; here so code written for models takes a runtime."""
         return self
 
-    def run(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Logits (N, classes) of a preprocessed (N, C, H, W) float batch, as a NumPy array.
-
-        Integer input (uint8 pixels, int64) is refused with ``ValueError``: the network
-        takes normalised floats; :meth:`classify` prepares images.
-        """
+    def _checked(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+        """A preprocessed (N, C, H, W) float batch as a float32 array; anything else refused."""
         dtype = batch.dtype if isinstance(batch, np.ndarray | torch.Tensor) else np.asarray(batch).dtype
         floating = (
             dtype.is_floating_point if isinstance(dtype, torch.dtype) else np.issubdtype(dtype, np.floating)
@@ -145,7 +106,7 @@ class Runtime:
             name = str(dtype).removeprefix("torch.")
             raise ValueError(
                 f"expected a preprocessed floating-point batch (normalised as the model's transform "
-                f"says), got {name}; for images use Runtime.classify or Runtime.preprocess"
+                f"says), got {name}; for images use {type(self).__name__}.classify or .preprocess"
             )
         if isinstance(batch, torch.Tensor):
             batch = batch.detach().cpu().float().numpy()
@@ -156,7 +117,18 @@ class Runtime:
             raise ValueError(
                 f"expected a batch of shape (N, {', '.join(map(str, self.input_size))}), got {array.shape}"
             )
-        return self.session.run([self.output_name], {self.input_name: array})[0]
+        return array
+
+    def run(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Logits (N, classes) of a preprocessed (N, C, H, W) float batch, as a NumPy array.
+
+        Integer input (uint8 pixels, int64) is refused with ``ValueError``: the network
+        takes normalised floats; :meth:`classify` prepares images.
+        """
+        return self._run(self._checked(batch))
+
+    def _run(self, array: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
 
     def __call__(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.run(batch))
@@ -182,9 +154,65 @@ class Runtime:
 
     def __repr__(self) -> str:
         return (
-            f"Runtime({str(self.path)!r}, model={self.model_name}, input={self.input_size}, "
+            f"{type(self).__name__}({str(self.path)!r}, model={self.model_name}, input={self.input_size}, "
             f"precision={self.precision}, threads={self.threads})"
         )
+
+
+class Runtime(ModelFile):
+    """An ONNX model in an ONNX Runtime session, with its lightnets metadata.
+
+    ``Runtime("model.onnx", threads=1)``; ``runtime(batch)`` runs a (N, C, H, W) float
+    tensor or array and returns the logits in kind; ``runtime.predict(paths)`` gives
+    top-k classes of image files like :func:`lightnets.predict`.
+    ``options`` replaces the session options made from ``threads`` and ``optimization``.
+    """
+
+    kind = "onnx"
+
+    def __init__(
+        self,
+        path: str | Path,
+        threads: int | None = None,
+        optimization: str = "all",
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        options: Any | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ValueError(f"{self.path}: no such ONNX file")
+        self.threads = threads
+        options = options or session_options(threads, optimization)
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=list(providers))
+        except Exception as error:  # ORT raises its own exception types (Fail, InvalidGraph ...)
+            raise ValueError(f"{self.path}: ONNX Runtime cannot load it ({error})") from error
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1:
+            raise ValueError(f"{self.path}: expected one input (an image batch), found {len(inputs)}")
+        self.input_name = inputs[0].name
+        self.output_name = outputs[0].name
+        metadata = OnnxMetadata.from_props(self.session.get_modelmeta().custom_metadata_map)
+        self.input_size = self._input_size(inputs[0].shape, metadata.input_size)
+        # Class scores are (N, classes) from a classifier, (N, classes, H, W) from a segmenter,
+        # the last output (N, anchors, classes) from a detector.
+        shape = outputs[-1].shape or []
+        self._describe_model(metadata, shape[1] if len(shape) == 4 else shape[-1] if shape else None)
+
+    def _input_size(self, shape: list, stated: tuple[int, int, int] | None) -> tuple[int, int, int]:
+        if len(shape) != 4:
+            raise ValueError(f"{self.path}: expected an (N, C, H, W) input, found shape {shape}")
+        if stated is not None:
+            return stated
+        _, channels, height, width = shape
+        if not all(isinstance(v, int) for v in (channels, height, width)):
+            raise ValueError(f"{self.path}: the input size is neither fixed nor stated in its metadata")
+        return channels, height, width
+
+    def _run(self, array: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: array})[0]
 
 
 def _export_cache() -> Path:
@@ -193,15 +221,20 @@ def _export_cache() -> Path:
     return cache_folder("onnx")
 
 
+FILE_RUNTIMES = ("onnxruntime", "litert")  # the runtimes of exported files
+
+
 def open_runtime(
     weights: str | Path,
     model: str | None = None,
     weights_root: str | Path | None = None,
     threads: int | None = None,
     cache: bool = True,
-) -> Runtime:
-    """A :class:`Runtime` for an ``.onnx`` file, or for weights (a tag or a weights file)
-    exported on the fly.
+    backend: str = "onnxruntime",
+) -> ModelFile:
+    """A runtime for an exported file (``.onnx``: ONNX Runtime, ``.tflite``: LiteRT), or
+    for weights (a tag or a weights file) exported on the fly for ``backend``
+    (``"onnxruntime"`` or ``"litert"``).
 
     An export of a registered weights tag is kept in the cache
     (``$LIGHTNETS_CACHE/onnx``) and reused; a weights file is exported to a temporary
@@ -211,20 +244,28 @@ def open_runtime(
     from ..weights.spec import WEIGHTS
     from ..zoo import model_for_weights
     from .export import DEFAULT_OPSET, export_onnx
+    from .litert import LiteRTRuntime
+    from .tflite import export_tflite
 
+    if backend not in FILE_RUNTIMES:
+        raise ValueError(f"unknown runtime {backend!r}; expected one of {FILE_RUNTIMES}")
+    opener: Callable[..., ModelFile] = Runtime if backend == "onnxruntime" else LiteRTRuntime
+    export: Callable[[nn.Module, Path], Path] = export_onnx if backend == "onnxruntime" else export_tflite
+    suffix = f".opset{DEFAULT_OPSET}.onnx" if backend == "onnxruntime" else ".tflite"
     path = Path(weights)
-    if path.suffix == ".onnx":
-        return Runtime(path, threads=threads)
+    if path.suffix in (".onnx", ".tflite"):
+        if not suffix.endswith(path.suffix):
+            raise ValueError(f"{path} is not a file for {backend}: run it with the other runtime")
+        return opener(path, threads=threads)
     tagged = isinstance(weights, str) and weights in WEIGHTS
     if cache and tagged:
-        target = _export_cache() / f"{weights}.lightnets-{__version__}.opset{DEFAULT_OPSET}.onnx"
+        target = _export_cache() / f"{weights}.lightnets-{__version__}{suffix}"
         if not target.is_file():
-            loaded = model_for_weights(weights, model, weights_root)
-            export_onnx(loaded, target)  # atomic: a concurrent reader sees no partial file
-        return Runtime(target, threads=threads)
+            export(model_for_weights(weights, model, weights_root), target)  # atomic
+        return opener(target, threads=threads)
     import tempfile
 
     loaded = model_for_weights(weights, model, weights_root)
     with tempfile.TemporaryDirectory() as folder:
-        exported = export_onnx(loaded, Path(folder) / "model.onnx")
-        return Runtime(exported, threads=threads)  # the session holds the model once loaded
+        # The session holds the model once loaded.
+        return opener(export(loaded, Path(folder) / f"model{suffix}"), threads=threads)
