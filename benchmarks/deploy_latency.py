@@ -55,6 +55,7 @@ class Case:
     size: int
     onnx_peer: tuple[str, str] | None = None  # (library, constructor)
     tflite_peers: list[str] = field(default_factory=list)  # weights tags
+    weights: str | None = None  # released ImageNet weights (deploy_runtimes.py measures agreement)
 
 
 CASES = [

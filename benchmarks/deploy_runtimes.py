@@ -5,7 +5,7 @@
 
 For each case (every family at two widths, with the released ImageNet weights where
 they exist) lightnets exports the model to ONNX and to TFLite, fp32 and int8 (calibrated
-on 256 real Imagenette images), and times, at batch 1:
+on 64 real Imagenette images), and times, at batch 1:
 
 * one thread: PyTorch with BatchNorm folded (``deploy()``), ONNX Runtime fp32 and int8,
   LiteRT fp32 and int8, and the official TFLite files where the release has one, all in
@@ -28,12 +28,12 @@ import shlex
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from _output import benchmark_parser, save_figure, subplots, write_csv, write_markdown
 from _paths import IMAGENET_SAMPLE, IMAGENETTE, RESULTS, use_shared_weights
+from deploy_latency import Case  # the same cases' description
 
 from lightnets import create_model
 from lightnets.deploy import bench
@@ -51,24 +51,14 @@ FP32 = ("folded", "ort_fp32", "litert_fp32")
 INT8 = ("ort_int8", "litert_int8")
 
 
-@dataclass
-class Case:
-    label: str
-    model: str
-    kwargs: dict
-    size: int
-    weights: str | None = None  # a tag: agreement is measured on real images
-    official: tuple[str, ...] = ()  # tags of the release's own TFLite files, timed beside
-
-
 CASES = [
     Case(
         "MobileNetV2 1.0-224",
         "mobilenet_v2",
         {},
         224,
-        "mobilenet_v2_100_224.tflite_uint8",
-        ("mobilenet_v2_100_224.tflite_int8_ptq", "mobilenet_v2_100_224.tflite_uint8"),
+        tflite_peers=["mobilenet_v2_100_224.tflite_int8_ptq", "mobilenet_v2_100_224.tflite_uint8"],
+        weights="mobilenet_v2_100_224.tflite_uint8",
     ),
     Case("MobileNetV2 0.5-224", "mobilenet_v2", {"width": 0.5}, 224),
     Case("MobileNet v1 1.0-224", "mobilenet_v1", {"width": 1.0}, 224),
@@ -77,12 +67,12 @@ CASES = [
         "mobilenet_v1",
         {},
         192,
-        "mobilenet_v1_075_192.tflite_uint8",
-        ("mobilenet_v1_075_192.tflite_uint8",),
+        tflite_peers=["mobilenet_v1_075_192.tflite_uint8"],
+        weights="mobilenet_v1_075_192.tflite_uint8",
     ),
-    Case("MobileNet v1 0.5-160", "mobilenet_v1", {}, 160, "mobilenet_v1_050_160.tflite_uint8"),
-    Case("SqueezeNet 1.1", "squeezenet1_1", {}, 224, "squeezenet1_1.gluon_npy"),
-    Case("SqueezeNet 1.0", "squeezenet1_0", {}, 227, "squeezenet1_0.deep_compression"),
+    Case("MobileNet v1 0.5-160", "mobilenet_v1", {}, 160, weights="mobilenet_v1_050_160.tflite_uint8"),
+    Case("SqueezeNet 1.1", "squeezenet1_1", {}, 224, weights="squeezenet1_1.gluon_npy"),
+    Case("SqueezeNet 1.0", "squeezenet1_0", {}, 227, weights="squeezenet1_0.deep_compression"),
     Case("ShuffleNet v1 1x g=3", "shufflenet_v1", {"groups": 3}, 224),
     Case("ShuffleNet v1 0.5x g=3", "shufflenet_v1", {"groups": 3, "scale": 0.5}, 224),
 ]
@@ -99,7 +89,7 @@ def targets_of(case: Case, workdir: Path) -> list[bench.Target]:
         workdir=workdir,
         label=case.label,
     )
-    for tag in case.official:
+    for tag in case.tflite_peers:
         (path,) = resolve(get_weights(tag))
         name = "official " + tag.rsplit(".", 1)[-1].removeprefix("tflite_")
         targets.append(bench.Target(case.label, "tflite_file", targets[0].madds, name, file=str(path)))
@@ -211,7 +201,7 @@ def write_outputs(rows: list[dict], lines: list[str], cores: int, seconds: float
             f"`ms_{cores}_threads`: every core, each runtime in a fresh process. `folded`: PyTorch "
             "with BatchNorm folded and Conv-BN-act fused. `official ...`: the release's own TFLite "
             "file. Agreement: top-1 agreement with the PyTorch model on the 500-image ImageNet "
-            "sample (only where ImageNet weights exist; the int8 files are calibrated on 256 "
+            "sample (only where ImageNet weights exist; the int8 files are calibrated on 64 "
             "Imagenette images).",
             "",
             *table,

@@ -94,4 +94,4 @@ def test_export_then_predict_and_eval_on_onnxruntime(capsys, tmp_path, imagenet_
     assert main([*argv, "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["n"] == 20
     assert main([*argv, "--backend", "pytorch"]) == 2
-    assert "ONNX file: run it with --backend onnxruntime" in capsys.readouterr().err
+    assert "is run by onnxruntime: use --backend onnxruntime" in capsys.readouterr().err

@@ -83,7 +83,7 @@ class Target:
     model: str | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     weights: str | None = None
-    input_size: int = 224
+    input_size: int | tuple[int, int] = 224  # a side, or (height, width)
     file: str | None = None
     calibration: str | None = None
 
@@ -224,6 +224,11 @@ def _litert_runner(path: str | None, threads: int) -> Callable[[np.ndarray], Any
     return run
 
 
+def _height_width(target: Target) -> tuple[int, int]:
+    size = target.input_size
+    return (size, size) if isinstance(size, int) else size
+
+
 def _time_calls(run: Callable[[Input], Any], x: Input, calls: int) -> list[float]:
     times = []
     for _ in range(calls):
@@ -244,8 +249,8 @@ def measure(
     baseline = _rss_kb("VmRSS")
     run = _build(target, threads)
     rng = np.random.default_rng(0)
-    one = rng.standard_normal((1, 3, target.input_size, target.input_size), dtype=np.float32)
-    many = rng.standard_normal((batch, 3, target.input_size, target.input_size), dtype=np.float32)
+    one = rng.standard_normal((1, 3, *_height_width(target)), dtype=np.float32)
+    many = rng.standard_normal((batch, 3, *_height_width(target)), dtype=np.float32)
     _time_calls(run, one, warmup)
     peak_tracked = _reset_peak()
     latencies = _time_calls(run, one, runs)
@@ -386,7 +391,7 @@ def _interleaved_here(
     out = torch.empty(GEMM_SIZE, GEMM_SIZE)
     runners.append(lambda _: torch.mm(a, b, out=out))
     rng = np.random.default_rng(0)
-    inputs = [rng.standard_normal((1, 3, t.input_size, t.input_size), dtype=np.float32) for t in targets]
+    inputs = [rng.standard_normal((1, 3, *_height_width(t)), dtype=np.float32) for t in targets]
     inputs.append(np.empty(0, dtype=np.float32))  # the GEMM's, unused
     for run, x in zip(runners, inputs, strict=True):
         _time_calls(run, x, warmup)

@@ -11,11 +11,11 @@ ImageNet preprocessing unless it says otherwise.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from .bench import all_threads
 from .runtime import ModelFile
 from .tflite import read_tflite_metadata
 
@@ -41,11 +41,12 @@ class LiteRTRuntime(ModelFile):
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1 (or None for all cores), got {threads}")
         self.threads = threads
-        metadata = read_tflite_metadata(self.path)
         try:
-            self.interpreter = Interpreter(
-                model_path=str(self.path), num_threads=threads or len(os.sched_getaffinity(0))
-            )
+            metadata = read_tflite_metadata(self.path)
+        except ValueError as error:
+            raise ValueError(f"{self.path}: {error}") from None
+        try:
+            self.interpreter = Interpreter(model_path=str(self.path), num_threads=threads or all_threads())
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
             raise ValueError(f"{self.path}: LiteRT cannot load it ({error})") from error

@@ -31,6 +31,7 @@ import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -132,6 +133,62 @@ def _convert(model: nn.Module, shape: tuple[int, int, int]) -> bytes:
         return (Path(folder) / "model.tflite").read_bytes()
 
 
+# A channel's weight scale is kept at least this fraction of |bias| / 127: an int32 bias is
+# stored in units of (input scale x weight scale), and a dead channel (weights all zero
+# after BatchNorm folding, a constant output) would otherwise overflow them.
+BIAS_FLOOR = 1e-4
+
+
+def _weight_ranges(flatbuffer: bytes) -> dict[str, dict[str, np.ndarray]]:
+    """The symmetric range of every convolution and fully connected weight tensor, per
+    output channel, as the quantiser's statistics: ``127 * scale`` with the scale of
+    :func:`~lightnets.deploy.quantize.grid_scales` (weights imported from a quantised
+    release stay on their integer grid; others get ``max|w| / 127``), floored for the
+    bias (see ``BIAS_FLOOR``)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from .quantize import grid_scales
+
+    model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    axes = {
+        schema.BuiltinOperator.CONV_2D: 0,
+        schema.BuiltinOperator.DEPTHWISE_CONV_2D: 3,  # its weights are (1, H, W, C)
+        schema.BuiltinOperator.FULLY_CONNECTED: 0,
+    }
+    codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
+
+    def constant(subgraph: Any, index: int) -> np.ndarray | None:
+        if index < 0:  # an absent optional input (a convolution without bias)
+            return None
+        tensor = subgraph.tensors[index]
+        data = model.buffers[tensor.buffer].data
+        if data is None or tensor.type != schema.TensorType.FLOAT32:
+            return None
+        return np.frombuffer(np.asarray(data, np.uint8).tobytes(), np.float32).reshape(tensor.shape)
+
+    ranges = {}
+    for subgraph in model.subgraphs:
+        for op in subgraph.operators:
+            axis = axes.get(codes[op.opcodeIndex])
+            if axis is None or len(op.inputs) < 2:
+                continue
+            weight = constant(subgraph, op.inputs[1])
+            if weight is None:
+                continue
+            rows = np.moveaxis(weight, axis, 0).reshape(weight.shape[axis], -1)
+            scales = grid_scales(weight, axis)
+            if scales is None:
+                scales = np.abs(rows).max(1) / 127
+            bias = constant(subgraph, op.inputs[2]) if len(op.inputs) > 2 else None
+            if bias is not None:
+                scales = np.maximum(scales, np.abs(bias).reshape(-1) * BIAS_FLOOR / 127)
+            shape = [1] * weight.ndim
+            shape[axis] = -1
+            bound = (np.maximum(scales, 1e-9) * 127).astype(np.float32).reshape(shape)
+            ranges[subgraph.tensors[op.inputs[1]].name.decode()] = {"min": -bound, "max": bound}
+    return ranges
+
+
 def _quantize(float_model: bytes, images: torch.Tensor) -> bytes:
     """int8 flatbuffer of ``float_model`` calibrated on ``images`` (N, C, H, W)."""
     from ai_edge_litert.interpreter import Interpreter
@@ -150,9 +207,8 @@ def _quantize(float_model: bytes, images: torch.Tensor) -> bytes:
         ranges.calibrate({signature: samples}, manager)
         tool = quantizer.Quantizer(float_model)
         tool.load_quantization_recipe(static_int8)
-        result = tool.quantize(
-            ranges.get_model_qsvs(), enable_progress_bar=False, enable_progress_report=False
-        )
+        statistics = ranges.get_model_qsvs() | _weight_ranges(float_model)
+        result = tool.quantize(statistics, enable_progress_bar=False, enable_progress_report=False)
     return bytes(result.quantized_model)
 
 

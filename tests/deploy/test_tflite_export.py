@@ -181,3 +181,10 @@ def test_auto_measures_once_and_again_on_another_machine(monkeypatch, weights_ro
     monkeypatch.setattr(auto, "cpu_model", lambda: "another CPU")
     auto.fastest_runtime(GLUON, weights_root=weights_root, threads=1, rounds=3)
     assert len(calls) == 2  # a choice made elsewhere is measured again
+
+
+def test_a_corrupt_file_is_refused_with_its_name(tmp_path):
+    path = tmp_path / "corrupt.tflite"
+    path.write_bytes(b"not a model at all, just bytes" * 4)
+    with pytest.raises(ValueError, match=r"corrupt\.tflite: not a TFLite file"):
+        LiteRTRuntime(path)
