@@ -1,5 +1,9 @@
 """Running an exported model in ONNX Runtime with lightnets' own preprocessing.
 
+:class:`ModelFile` is what every runtime of an exported file shares (the metadata, the
+preprocessing, the face of a classifier); :class:`Runtime` is ONNX Runtime's, and
+:class:`~lightnets.deploy.litert.LiteRTRuntime` LiteRT's.
+
 :class:`Runtime` reads the metadata :func:`~lightnets.deploy.export_onnx` stored (input
 size, evaluation transform, class names) and prepares images with the same
 :class:`~lightnets.data.EvalTransform` as the PyTorch path, so a picture gives the same
