@@ -16,7 +16,7 @@ from lightnets.deploy.bench import (
     model_targets,
     speedup_per_madds_cut,
 )
-from lightnets.deploy.bench_report import markdown_table, write_report
+from lightnets.deploy.bench_report import auto_lines, markdown_table, write_report
 
 SMALL = ("shufflenet_v1", {"groups": 3, "scale": 0.25})
 
@@ -78,6 +78,28 @@ def test_speedup_fit_and_report(tmp_path):
     with open(paths[0]) as handle:
         assert len(list(csv.DictReader(handle))) == 4
     assert "a 4x cut in MAdds gives a 2.00x speed-up" in paths[1].read_text()
+
+
+def test_auto_lines_name_the_fastest_fp32_runtime():
+    rows = [
+        fake("a", 10**6, 4.0, "ort_fp32"),
+        fake("a", 10**6, 3.0, "litert_fp32"),
+        fake("a", 10**6, 9.0, "folded"),
+        fake("a", 10**6, 1.0, "ort_int8"),  # another precision: never auto's choice
+        fake("b", 10**6, 2.0, "ort_fp32"),
+        fake("b", 10**6, 3.0, "litert_fp32"),
+    ]
+    assert auto_lines(rows) == [
+        "- a, 1 thread(s): auto runs litert (3.00 ms), 1.33x the speed of ONNX Runtime alone",
+        "- b, 1 thread(s): auto runs onnxruntime (2.00 ms), 1.00x the speed of ONNX Runtime alone",
+    ]
+
+
+def test_litert_backends_time_the_exported_files(tmp_path):
+    targets = model_targets(SMALL[0], SMALL[1], backends=["litert_fp32"], input_size=64, workdir=tmp_path)
+    assert targets[0].file.endswith(".tflite")
+    row = measure(targets[0], threads=1, runs=50, warmup=2, batch=2, batch_runs=2)
+    assert row.backend == "litert_fp32" and row.latency_ms > 0
 
 
 def test_bench_command(tmp_path, capsys):

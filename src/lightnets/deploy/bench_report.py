@@ -76,6 +76,29 @@ def speedup_lines(measurements: Sequence[Measurement]) -> list[str]:
     return lines
 
 
+# The runtimes ``--backend auto`` chooses among, as bench backends.
+AUTO_CONTENDERS = {"folded": "pytorch", "ort_fp32": "onnxruntime", "litert_fp32": "litert"}
+
+
+def auto_lines(measurements: Sequence[Measurement]) -> list[str]:
+    """What ``--backend auto`` would run for each model and thread count (the fastest fp32
+    runtime measured), and its speed-up over ONNX Runtime alone."""
+    by: dict[tuple[str, int], dict[str, float]] = {}
+    for m in measurements:
+        if m.backend in AUTO_CONTENDERS:
+            by.setdefault((m.label, m.threads), {})[m.backend] = m.latency_ms
+    lines = []
+    for (label, threads), latency in by.items():
+        if len(latency) < 2 or "ort_fp32" not in latency:
+            continue
+        best = min(latency, key=latency.__getitem__)
+        lines.append(
+            f"- {label}, {threads} thread(s): auto runs {AUTO_CONTENDERS[best]} ({latency[best]:.2f} ms), "
+            f"{latency['ort_fp32'] / latency[best]:.2f}x the speed of ONNX Runtime alone"
+        )
+    return lines
+
+
 def plot_latency_vs_madds(measurements: Sequence[Measurement], rates: dict[int, float], path: Path) -> None:
     import matplotlib
     import numpy as np
@@ -162,6 +185,7 @@ def write_report(
         markdown_table(measurements, rates),
         "",
         *speedup_lines(measurements),
+        *auto_lines(measurements),
         *notes,
     ]
     write_text(md_path, "\n".join(text) + "\n")

@@ -272,7 +272,7 @@ def _model_and_weights(item: str) -> tuple[str, str | None]:
 def cmd_bench(args: argparse.Namespace) -> int:
     """``lightnets bench``: time models under backends, write CSV, Markdown and a PNG."""
     from .bench import all_threads, benchmark, gemm_rate, model_targets
-    from .bench_report import markdown_table, speedup_lines, write_report
+    from .bench_report import auto_lines, markdown_table, speedup_lines, write_report
 
     backends = args.backends.split(",")
     threads = sorted({all_threads() if t == "all" else int(t) for t in args.threads})
@@ -298,7 +298,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         rates = {n: gemm_rate(n) for n in threads}
         measurements = benchmark(targets, threads, runs=args.runs, warmup=args.warmup, batch=args.batch)
     print(markdown_table(measurements, rates))
-    for line in speedup_lines(measurements):
+    for line in speedup_lines(measurements) + auto_lines(measurements):
         print(line)
     if args.out:
         command = "lightnets bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "lightnets bench"
