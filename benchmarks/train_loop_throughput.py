@@ -20,7 +20,8 @@ order flips every round), so the load of other jobs falls on all alike; the medi
 images/s and the paired ratios (within a round) are reported.
 Writes results/train_loop_throughput_<precision>.md and .csv, the precision the new
 default chose on this CPU (float32, or bfloat16 where the CPU has it natively), so the
-measurements of both kinds of machine stand side by side.
+measurements of both kinds of machine stand side by side; another resolution or thread
+count than 128 px and 2 threads adds ``_<resolution>px_<threads>t`` to the name.
 """
 
 from __future__ import annotations
@@ -120,7 +121,9 @@ def main() -> None:
         k: statistics.median(a / b for a, b in zip(rates["new default"], rates[k], strict=True))
         for k in ("old default", "plain PyTorch fp32")
     }
-    stem = RESULTS / f"train_loop_throughput_{new.precision.split()[0]}"
+    # The default configuration keeps the plain name; others say their resolution and threads.
+    config = "" if (args.resolution, args.threads) == (128, 2) else f"_{args.resolution}px_{args.threads}t"
+    stem = RESULTS / f"train_loop_throughput_{new.precision.split()[0]}{config}"
     with atomic_write(stem.with_suffix(".csv"), "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["arm", "median_img_s", "rounds_img_s"])
