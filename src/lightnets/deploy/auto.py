@@ -1,12 +1,12 @@
 """The ``auto`` backend: the fastest runtime for this model on this machine, measured once.
 
-No runtime wins everywhere (XNNPACK leads on MobileNetV2, ONNX Runtime on the others, at
-one thread on an AVX-512 machine), so :func:`fastest_runtime` times every runtime that
+No runtime wins everywhere (on a 2-core AVX-512 machine LiteRT's XNNPACK leads on the
+MobileNets and ShuffleNets, ONNX Runtime on the SqueezeNets), so :func:`fastest_runtime` times every runtime that
 is installed on the model at hand (PyTorch with BatchNorm folded, ONNX Runtime, LiteRT),
 batch 1 at the asked thread count, their calls interleaved so that a drift in the
 machine's speed falls on all, and keeps the fastest. The choice is cached
-(``$LIGHTNETS_CACHE/backends/choices.json``) per weights, model, input size, thread
-count, CPU and library versions: a choice made on another machine or with other
+(``$LIGHTNETS_CACHE/backends/choices.json``) per weights (a file by its content), model,
+thread count, CPU and library versions: a choice made on another machine or with other
 versions does not match its key and is measured again. All contenders are fp32: the
 choice changes the speed, never the precision.
 """
