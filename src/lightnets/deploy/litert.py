@@ -17,7 +17,7 @@ import numpy as np
 
 from .bench import all_threads
 from .runtime import ModelFile
-from .tflite import read_tflite_metadata
+from .tflite import native_output_held, read_tflite_metadata
 
 __all__ = ["LiteRTRuntime"]
 
@@ -46,8 +46,11 @@ class LiteRTRuntime(ModelFile):
         except ValueError as error:
             raise ValueError(f"{self.path}: {error}") from None
         try:
-            self.interpreter = Interpreter(model_path=str(self.path), num_threads=threads or all_threads())
-            self.interpreter.allocate_tensors()
+            with native_output_held():  # a notice on stderr for every file opened
+                self.interpreter = Interpreter(
+                    model_path=str(self.path), num_threads=threads or all_threads()
+                )
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
             raise ValueError(f"{self.path}: LiteRT cannot load it ({error})") from error
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()

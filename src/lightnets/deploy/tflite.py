@@ -43,7 +43,13 @@ from .calibration import DEFAULT_CALIBRATION_IMAGES, calibration_files, prepare_
 from .export import OnnxMetadata, export_metadata
 from .fold import fold_batchnorm
 
-__all__ = ["METADATA_NAME", "export_tflite", "read_tflite_metadata", "require_tflite_extra"]
+__all__ = [
+    "METADATA_NAME",
+    "export_tflite",
+    "native_output_held",
+    "read_tflite_metadata",
+    "require_tflite_extra",
+]
 
 METADATA_NAME = "lightnets"
 MAX_METADATA_BYTES = 1 << 20  # class names and a transform: far below this
@@ -74,9 +80,10 @@ def _importable(module: str) -> bool:
 
 
 @contextlib.contextmanager
-def _captured_output() -> Iterator[list[str]]:
-    """Hold what the converter prints at the file-descriptor level (its C++ logs and
-    progress lines); the list receives the text, for an error message."""
+def native_output_held() -> Iterator[list[str]]:
+    """Hold what native code prints at the file-descriptor level (the converter's C++ logs
+    and progress lines, LiteRT's delegate notice); the list receives the text, for an
+    error message."""
     captured: list[str] = []
     with tempfile.TemporaryFile(mode="w+b") as sink:
         saved = [os.dup(1), os.dup(2)]
@@ -114,7 +121,7 @@ def _failing_layers(graph: torch.fx.GraphModule, message: str) -> list[str]:
 
 def _convert(model: nn.Module, shape: tuple[int, int, int]) -> bytes:
     """The fp32 TFLite flatbuffer of ``model`` (NCHW in PyTorch) with NHWC input."""
-    with _captured_output():  # its import reports kernels of other platforms it cannot load
+    with native_output_held():  # its import reports kernels of other platforms it cannot load
         import litert_torch
 
     channels, height, width = shape
@@ -123,7 +130,7 @@ def _convert(model: nn.Module, shape: tuple[int, int, int]) -> bytes:
     graph = torch.export.export(nhwc, (example,), strict=False).module()
     with tempfile.TemporaryDirectory() as folder:
         try:
-            with _captured_output() as log:
+            with native_output_held() as log:
                 litert_torch.convert(graph, (example,)).export(str(Path(folder) / "model.tflite"))
         except Exception as error:
             text = f"{error}\n{''.join(log)}"
@@ -202,7 +209,7 @@ def _quantize(float_model: bytes, images: torch.Tensor) -> bytes:
     static_int8 = recipe.static_wi8_ai8()  # per-channel int8 weights, int8 activations, min/max
     manager = recipe_manager.RecipeManager()
     manager.load_quantization_recipe(static_int8)
-    with _captured_output():
+    with native_output_held():
         ranges = calibrator.Calibrator(float_model, num_threads=1, qsv_update_func=qsv_utils.min_max_update)
         ranges.calibrate({signature: samples}, manager)
         tool = quantizer.Quantizer(float_model)
