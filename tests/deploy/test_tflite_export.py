@@ -71,8 +71,8 @@ def test_int8_file_takes_integers_and_mostly_agrees(exported, photos):
     assert runtime.input["dtype"] == np.int8 and runtime.output["dtype"] == np.int8
     scale, _ = runtime.input["quantization"]
     assert 0 < scale < 0.1  # the normalised image's range over 255 steps, not a pixel's
-    # Quantisation moves the logits, not most answers: a broken export (a PyTorch-side
-    # quantisation lowered through the converter agreed on 46 % of MobileNetV2's) fails this.
+    # Quantisation moves the logits, not most answers: a broken calibration (the quantiser's
+    # defaults keep about half of SqueezeNet's answers) fails this.
     assert top1_agreement(reference, runtime(images)) >= 9 / 12
     assert exported[1].stat().st_size < exported[0].stat().st_size / 3
 
