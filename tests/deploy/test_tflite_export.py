@@ -188,3 +188,16 @@ def test_a_corrupt_file_is_refused_with_its_name(tmp_path):
     path.write_bytes(b"not a model at all, just bytes" * 4)
     with pytest.raises(ValueError, match=r"corrupt\.tflite: not a TFLite file"):
         LiteRTRuntime(path)
+
+
+@pytest.mark.parametrize(("name", "side"), [("ssdlite_mobilenet_v2", 320), ("deeplabv3_mobilenet_v2", 256)])
+def test_task_models_export_to_tflite(name, side, tmp_path):
+    from lightnets import create_model
+
+    model = create_model(name).eval()
+    runtime = LiteRTRuntime(export_tflite(model, tmp_path / f"{name}.tflite", input_size=side), threads=1)
+    x = torch.randn(1, 3, side, side)
+    with torch.no_grad():
+        reference = model(x)
+    reference = reference[-1] if isinstance(reference, tuple | list) else reference  # a detector's scores
+    torch.testing.assert_close(runtime(x), reference, rtol=1e-3, atol=1e-5)
