@@ -36,6 +36,7 @@ from _paths import IMAGENET_SAMPLE, IMAGENETTE, RESULTS, use_shared_weights
 from deploy_latency import Case  # the same cases' description
 
 from lightnets import create_model
+from lightnets.cpu import all_threads
 from lightnets.deploy import bench
 from lightnets.deploy.bench_report import machine_description
 from lightnets.deploy.calibration import calibration_files, prepare_images
@@ -132,7 +133,7 @@ def main() -> None:
     parser.add_argument("--no-agreement", action="store_true", help="latency only")
     args = parser.parse_args()
     use_shared_weights()
-    cores = bench.all_threads()
+    cores = all_threads()
     started = time.time()
     rows: list[dict] = []
     lines: list[str] = []

@@ -9,6 +9,7 @@ cannot be read counts as having none.
 from __future__ import annotations
 
 import functools
+import os
 import platform
 from pathlib import Path
 
@@ -51,3 +52,8 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def all_threads() -> int:
+    """The logical CPUs this process may run on (its affinity), the "all cores" of thread options."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

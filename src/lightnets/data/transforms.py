@@ -101,7 +101,9 @@ class EvalTransform:
             if key in data:
                 value = data[key]
                 if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                    raise ValueError(f"transform {key} must be a whole number in {low}..{high}, got {value!r}")
+                    raise ValueError(
+                        f"transform {key} must be a whole number in {low}..{high}, got {value!r}"
+                    )
         for key in ("mean", "std"):
             if key in data:
                 data[key] = _three_numbers(data[key], key)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..cpu import cpu_flags, cpu_model
+from ..cpu import all_threads, cpu_flags, cpu_model
 from ..files import write_text
 from .runtime import ModelFile, open_runtime
 
@@ -81,22 +81,27 @@ def _read_choices(path: Path) -> list[dict[str, Any]]:
     return [c for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []
 
 
-def _contenders(
-    weights: str | Path, model: str | None, weights_root: str | Path | None, threads: int
-) -> dict[str, ModelFile | nn.Module]:
-    from ..zoo import model_for_weights
-    from .fold import deploy
+def _runner(
+    backend: str, weights: str | Path, model: str | None, weights_root: str | Path | None, threads: int | None
+) -> ModelFile | nn.Module:
+    """What classifies with ``backend``: the folded PyTorch model, or an exported file's runtime."""
+    if backend == "pytorch":
+        from ..zoo import model_for_weights
+        from .fold import deploy
+
+        return deploy(model_for_weights(weights, model, weights_root))
+    return open_runtime(weights, model, weights_root, threads=threads, backend=backend)
+
+
+def _installed_contenders() -> list[str]:
     from .tflite import require_tflite_extra
 
-    found: dict[str, Any] = {"pytorch": deploy(model_for_weights(weights, model, weights_root))}
-    found["onnxruntime"] = open_runtime(weights, model, weights_root, threads=threads)
     try:
         require_tflite_extra()
     except ValueError as missing:
         print(f"auto: LiteRT not measured ({missing})", file=sys.stderr)
-    else:
-        found["litert"] = open_runtime(weights, model, weights_root, threads=threads, backend="litert")
-    return found
+        return [c for c in CONTENDERS if c != "litert"]
+    return list(CONTENDERS)
 
 
 def _median_latencies(runners: dict[str, Any], image: torch.Tensor, rounds: int) -> dict[str, float]:
@@ -122,7 +127,6 @@ def fastest_runtime(
 ) -> tuple[str, ModelFile | nn.Module]:
     """The fastest fp32 runtime for ``weights`` at ``threads`` (None: every core), from
     the cache or measured now; returns its name and the object to classify with."""
-    from .bench import all_threads
 
     count = threads or all_threads()
     key = choice_key(weights, model, count)
@@ -132,14 +136,8 @@ def fastest_runtime(
     if threads is not None:
         torch.set_num_threads(threads)  # the PyTorch contender's (its default is every core)
     if cached is not None:
-        backend = cached["backend"]
-        if backend == "pytorch":
-            from ..zoo import model_for_weights
-            from .fold import deploy
-
-            return backend, deploy(model_for_weights(weights, model, weights_root))
-        return backend, open_runtime(weights, model, weights_root, threads=threads, backend=backend)
-    runners = _contenders(weights, model, weights_root, count)
+        return cached["backend"], _runner(cached["backend"], weights, model, weights_root, threads)
+    runners = {b: _runner(b, weights, model, weights_root, count) for b in _installed_contenders()}
     probe = next(r for r in runners.values() if isinstance(r, ModelFile))
     image = torch.from_numpy(
         np.random.default_rng(0).standard_normal((1, *probe.input_size), dtype=np.float32)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
-import os
 import re
 import statistics
 import tempfile
@@ -421,10 +420,6 @@ def interleaved(
     if runs < MIN_RUNS:
         raise ValueError(f"runs must be >= {MIN_RUNS} for a stable median and p90, got {runs}")
     return _fresh_process(_interleaved_here, list(targets), threads, runs, warmup)
-
-
-def all_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def speedup_per_madds_cut(measurements: Sequence[Measurement], cut: float = 4.0) -> float | None:

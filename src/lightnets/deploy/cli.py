@@ -271,7 +271,8 @@ def _model_and_weights(item: str) -> tuple[str, str | None]:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """``lightnets bench``: time models under backends, write CSV, Markdown and a PNG."""
-    from .bench import all_threads, benchmark, gemm_rate, model_targets
+    from ..cpu import all_threads
+    from .bench import benchmark, gemm_rate, model_targets
     from .bench_report import auto_lines, markdown_table, speedup_lines, write_report
 
     backends = args.backends.split(",")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench import all_threads
+from ..cpu import all_threads
 from .runtime import ModelFile
 from .tflite import native_output_held, read_tflite_metadata
 

@@ -361,34 +361,29 @@ class InceptionV3(Classifier):
 
 @register_model(family="reference")
 def alexnet(num_classes: int = 1000, dropout: float = 0.5, in_channels: int = 3) -> PlainNet:
-    """AlexNet (Krizhevsky et al., 2012), the two-GPU grouped network; 227x227 input.
-    """
+    """AlexNet (Krizhevsky et al., 2012), the two-GPU grouped network; 227x227 input."""
     return PlainNet(ALEXNET, ALEXNET_FC, num_classes, dropout, in_channels, ALEXNET_MIN_INPUT)
 
 
 @register_model(family="reference")
 def vgg16(num_classes: int = 1000, dropout: float = 0.5, in_channels: int = 3) -> PlainNet:
-    """VGG16 (Simonyan & Zisserman, 2015), configuration D.
-    """
+    """VGG16 (Simonyan & Zisserman, 2015), configuration D."""
     return PlainNet(VGG16, VGG_FC, num_classes, dropout, in_channels)
 
 
 @register_model(family="reference")
 def googlenet(num_classes: int = 1000, dropout: float = 0.4, in_channels: int = 3) -> GoogLeNet:
-    """GoogLeNet (Szegedy et al., 2015), Inception v1 with 5x5 branches, no aux heads.
-    """
+    """GoogLeNet (Szegedy et al., 2015), Inception v1 with 5x5 branches, no aux heads."""
     return GoogLeNet(num_classes, dropout, in_channels)
 
 
 @register_model(family="reference")
 def resnet50(num_classes: int = 1000, dropout: float = 0.0, in_channels: int = 3) -> ResNet:
-    """ResNet-50 v1 (He et al., 2016): the stride on the bottleneck's first 1x1.
-    """
+    """ResNet-50 v1 (He et al., 2016): the stride on the bottleneck's first 1x1."""
     return ResNet(RESNET50_STAGES, num_classes, dropout, in_channels)
 
 
 @register_model(family="reference")
 def inception_v3(num_classes: int = 1000, dropout: float = 0.5, in_channels: int = 3) -> InceptionV3:
-    """Inception v3 (Szegedy et al., 2016) as released, without the aux classifier; 299 input.
-    """
+    """Inception v3 (Szegedy et al., 2016) as released, without the aux classifier; 299 input."""
     return InceptionV3(num_classes, dropout, in_channels)

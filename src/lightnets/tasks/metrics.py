@@ -29,7 +29,9 @@ class ConfusionMatrix:
     def update(self, prediction: Tensor, label: Tensor, ignore_index: int = VOID) -> None:
         """Add one batch: ``prediction`` and ``label`` of the same shape, class indices."""
         if prediction.shape != label.shape:
-            raise ValueError(f"prediction {tuple(prediction.shape)} and label {tuple(label.shape)} differ in shape")
+            raise ValueError(
+                f"prediction {tuple(prediction.shape)} and label {tuple(label.shape)} differ in shape"
+            )
         keep = label != ignore_index
         label, prediction = label[keep].long(), prediction[keep].long()
         if label.numel() and (label.max() >= self.num_classes or label.min() < 0):

@@ -88,4 +88,3 @@ def all_reduce_sum(env: DistEnv, values: list[float]) -> list[float]:
         tensor = tensor.to(env.device)
     dist.all_reduce(tensor)
     return tensor.cpu().tolist()
-
