@@ -1,6 +1,6 @@
 """Every runtime on every family: ONNX Runtime, LiteRT and PyTorch, fp32 and int8, one run.
 
-    python benchmarks/deploy_runtimes.py                 # every case, about 20 minutes
+    python benchmarks/deploy_runtimes.py                 # every case, about 7 minutes
     python benchmarks/deploy_runtimes.py --cases "MobileNetV2 1.0-224" --rounds 100
 
 For each case (every family at two widths, with the released ImageNet weights where

@@ -1,6 +1,6 @@
 """ShuffleNet's Table 8 on this CPU: latency at three input sizes, and what 4x fewer MAdds buys.
 
-    python benchmarks/shufflenet_table8.py                  # about 15 minutes
+    python benchmarks/shufflenet_table8.py                  # about 4 minutes
     python benchmarks/shufflenet_table8.py --rounds 50 --runtimes ort_fp32
 
 The ShuffleNet paper (Table 8) timed ShuffleNet 0.5x / 1x / 2x (g = 3), 1.0 MobileNet-224

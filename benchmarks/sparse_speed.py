@@ -1,6 +1,6 @@
 """Is unstructured sparsity fast? Dense, sparse and structurally pruned layers, timed.
 
-    python benchmarks/sparse_speed.py                 # about 5 minutes
+    python benchmarks/sparse_speed.py                 # under a minute on 2 cores
     python benchmarks/sparse_speed.py --rounds 30 --threads 2
 
 The MobileNet paper argues that unstructured sparsity does not make a network faster

@@ -1,6 +1,6 @@
 """What lightnets' int8 TFLite recipe gives over LiteRT's quantiser left to itself.
 
-    python benchmarks/tflite_int8_recipe.py            # three weight sets, about 5 minutes
+    python benchmarks/tflite_int8_recipe.py            # three weight sets, about 2 minutes
     python benchmarks/tflite_int8_recipe.py --tags mobilenet_v2_100_224.tflite_uint8
 
 Each weight set is exported to an int8 TFLite file three ways (``export_tflite(...,
