@@ -5,7 +5,7 @@
 
 For each case (every family at two widths, with the released ImageNet weights where
 they exist) lightnets exports the model to ONNX and to TFLite, fp32 and int8 (calibrated
-on 64 real Imagenette images), and times, at batch 1:
+on 256 real Imagenette images, as ``lightnets export --int8`` does), and times, at batch 1:
 
 * one thread: PyTorch with BatchNorm folded (``deploy()``), ONNX Runtime fp32 and int8,
   LiteRT fp32 and int8, and the official TFLite files where the release has one, all in
@@ -202,7 +202,7 @@ def write_outputs(rows: list[dict], lines: list[str], cores: int, seconds: float
             f"`ms_{cores}_threads`: every core, each runtime in a fresh process. `folded`: PyTorch "
             "with BatchNorm folded and Conv-BN-act fused. `official ...`: the release's own TFLite "
             "file. Agreement: top-1 agreement with the PyTorch model on the 500-image ImageNet "
-            "sample (only where ImageNet weights exist; the int8 files are calibrated on 64 "
+            "sample (only where ImageNet weights exist; the int8 files are calibrated on 256 "
             "Imagenette images).",
             "",
             *table,

@@ -51,7 +51,9 @@ def test_grid_scales_keep_quantised_weights_exact():
     weight = (q * step).astype(np.float32)
     assert weight_grid_step(weight) == pytest.approx(step, rel=1e-5)
     scales = grid_scales(weight)
-    assert np.allclose(scales[:7], step, rtol=1e-5) and np.isclose(scales[7], 2 * step, rtol=1e-5)
+    # The wide channel takes its own range: twice the step would double its rounding error.
+    assert np.allclose(scales[:7], step, rtol=1e-5)
+    assert np.isclose(scales[7], np.abs(weight[7]).max() / 127, rtol=1e-5)
     requantised = (
         np.clip(np.round(weight / scales[:, None, None, None]), -127, 127) * scales[:, None, None, None]
     )

@@ -13,7 +13,7 @@ from lightnets.data.transforms import EvalTransform
 from lightnets.deploy import calibration_files, prepare_images, top1_agreement
 from lightnets.deploy import tflite as tflite_module
 from lightnets.deploy.litert import LiteRTRuntime
-from lightnets.deploy.tflite import _with_metadata, export_tflite, read_tflite_metadata
+from lightnets.deploy.tflite import _with_metadata, export_tflite, least_error_fraction, read_tflite_metadata
 from lightnets.weights.spec import get_weights
 from lightnets.weights.store import resolve
 from lightnets.zoo import model_for_weights, transform_of
@@ -68,13 +68,25 @@ def test_metadata_round_trip(exported, squeezenet):
 def test_int8_file_takes_integers_and_mostly_agrees(exported, photos):
     images, reference = photos
     runtime = LiteRTRuntime(exported[1], threads=1)
-    assert runtime.input["dtype"] == np.int8 and runtime.output["dtype"] == np.int8
+    # Integer input like the official files; the logits in float, so no two classes tie.
+    assert runtime.input["dtype"] == np.int8 and runtime.output["dtype"] == np.float32
     scale, _ = runtime.input["quantization"]
     assert 0 < scale < 0.1  # the normalised image's range over 255 steps, not a pixel's
     # Quantisation moves the logits, not most answers: a broken calibration (the quantiser's
     # defaults keep about half of SqueezeNet's answers) fails this.
     assert top1_agreement(reference, runtime(images)) >= 9 / 12
     assert exported[1].stat().st_size < exported[0].stat().st_size / 3
+
+
+def test_activation_ranges_are_narrowed_only_where_that_lowers_the_error():
+    rng = np.random.default_rng(0)
+    # Mostly small values and a long thin tail: a finer step for the many is worth clipping
+    # the few.
+    tail = rng.lognormal(-1.0, 1.0, 50_000)
+    assert least_error_fraction(tail, 0.0, float(tail.max())) < 1.0
+    # Values spread evenly over their range: nothing to gain.
+    assert least_error_fraction(rng.uniform(-2, 6, 20_000), -2.0, 6.0) == 1.0
+    assert least_error_fraction(np.zeros(10), 0.0, 0.0) == 1.0
 
 
 def test_runtime_takes_the_official_files(weights_root):

@@ -302,6 +302,7 @@ def model_targets(
     for all."""
     from ..cost import profile
     from ..zoo import create_model
+    from .calibration import DEFAULT_CALIBRATION_IMAGES
     from .export import export_onnx
     from .quantize import quantize_onnx
 
@@ -324,12 +325,22 @@ def model_targets(
         export_onnx(net, fp32, input_size=input_size)
     if "ort_int8" in backends:
         assert calibration is not None  # refused above
-        quantize_onnx(fp32, stem.with_suffix(".int8.onnx"), calibration, num_images=64)
+        # Calibrated as `lightnets export --int8` does, so the files timed are the ones users get.
+        quantize_onnx(
+            fp32, stem.with_suffix(".int8.onnx"), calibration, num_images=DEFAULT_CALIBRATION_IMAGES
+        )
     for backend, int8 in (("litert_fp32", False), ("litert_int8", True)):
         if backend in backends:
             from .tflite import export_tflite
 
-            export_tflite(net, stem.with_suffix(f".{backend}.tflite"), input_size, int8, calibration, 64)
+            export_tflite(
+                net,
+                stem.with_suffix(f".{backend}.tflite"),
+                input_size,
+                int8,
+                calibration,
+                DEFAULT_CALIBRATION_IMAGES,
+            )
     files = {"ort_fp32": str(fp32), "ort_int8": str(stem.with_suffix(".int8.onnx"))}
     files |= {b: str(stem.with_suffix(f".{b}.tflite")) for b in ("litert_fp32", "litert_int8")}
     return [

@@ -134,8 +134,8 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
         "model name, input size, mean/std and class names go in the file's metadata. The input is "
         "the normalised image, (pixel/255 - mean)/std. With --int8, post-training static int8 "
         "quantisation (per-channel weights) calibrated on a folder of real images: QDQ for ONNX "
-        "(float input), LiteRT's quantiser for TFLite (int8 input and output, with the scale and "
-        "zero point in the tensors' quantisation parameters, like the official quantised files).",
+        "(float input), LiteRT's quantiser for TFLite (int8 input with its scale and zero point in "
+        "the tensor's quantisation parameters, like the official quantised files; float logits).",
         epilog="examples:\n"
         "  lightnets export --weights mobilenet_v2_100_224.tflite_uint8 -o mobilenet_v2.onnx\n"
         "  lightnets export shufflenet_v1 --groups 8 --input-size 160 -o shufflenet.onnx\n"

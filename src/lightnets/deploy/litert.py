@@ -4,9 +4,9 @@
 reads the metadata :func:`~lightnets.deploy.export_tflite` stored, prepares images with
 the model's :class:`~lightnets.data.EvalTransform`, and is called on (N, C, H, W) float
 batches like a model. Inside, each image goes to the interpreter as the file expects it:
-NHWC, and for an int8 file quantised with the input's scale and zero point; int8 logits
-come back dequantised. A file made elsewhere (the official releases) works too, with
-ImageNet preprocessing unless it says otherwise.
+NHWC, and for an int8 file quantised with the input's scale and zero point; integer
+outputs (the official files') come back dequantised. A file made elsewhere (the official
+releases) works too, with ImageNet preprocessing unless it says otherwise.
 """
 
 from __future__ import annotations

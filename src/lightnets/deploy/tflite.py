@@ -6,16 +6,18 @@ user feeds; batch 1, as phone apps run. The input is the model's normalised imag
 (``(pixel / 255 - mean) / std`` per channel, as the metadata's transform says).
 
 int8 files are made by ``ai-edge-quantizer`` (LiteRT's own quantiser) from the fp32 file:
-per-channel symmetric int8 weights, per-tensor int8 activations whose ranges are the
-minimum and maximum seen on real calibration images. Their input and output are int8
-like the official quantised releases: ``q = round(x / scale) + zero_point`` of the
-normalised image, the scale and zero point in the input's quantisation parameters. The
-quantiser's default calibration keeps a moving average of each image's range, which
-clips the rarer large activations; the true minimum and maximum is also what ONNX
-Runtime's and PyTorch's calibrators take. lightnets also gives the quantiser the weight
-ranges (:func:`_weight_ranges`). On the 500-image sample, MobileNetV2's top-1 agreement
-goes from 92.2 % (the quantiser's defaults) to 95.0 % (min/max) to 97.8 % (and the weight
-ranges): ``benchmarks/tflite_int8_recipe.py``.
+per-channel symmetric int8 weights and per-tensor int8 activations, ranges from real
+calibration images. Their input is int8 like the official quantised releases:
+``q = round(x / scale) + zero_point`` of the normalised image, the scale and zero point in
+the input's quantisation parameters; their output (the logits) is float. lightnets'
+recipe adds, step by step, to the quantiser's defaults (which average each image's range
+and so clip the rarer large activations): the true minimum and maximum (what ONNX
+Runtime's and PyTorch's calibrators take); weight ranges that keep weights imported from
+a quantised release on their integer grid (:func:`_weight_ranges`); activation ranges
+narrowed where that lowers the int8 error (:func:`_clipped_ranges`); the output operators
+computed in float (:func:`_float_outputs`); and the Fire modules' branches scaled to the
+one range TFLite's concatenation gives them (:mod:`~lightnets.deploy.equalize`). ``benchmarks/tflite_int8_recipe.py`` measures each step on
+every weight set with ImageNet classes.
 
 The lightnets metadata (model name and arguments, input size, transform, class names,
 precision, layout) is stored as JSON in the model's ``metadata`` table under the name
@@ -26,6 +28,7 @@ needs ``pip install "lightnets[tflite]"``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import re
@@ -41,6 +44,7 @@ from torch import nn
 from ..data.transforms import EvalTransform
 from ..files import write_bytes
 from .calibration import DEFAULT_CALIBRATION_IMAGES, calibration_files, prepare_images
+from .equalize import equalize_fire_branches
 from .export import OnnxMetadata, export_metadata
 from .fold import fold_batchnorm
 
@@ -198,11 +202,131 @@ def _weight_ranges(flatbuffer: bytes) -> dict[str, dict[str, np.ndarray]]:
     return ranges
 
 
-# How the int8 ranges are taken: lightnets' (min/max activations, weight ranges from
-# _weight_ranges), min/max activations with the quantiser's own weight ranges, or the
-# quantiser's defaults (a moving average of each image's activation range). The last two
-# are there to measure what the first gives (benchmarks/tflite_int8_recipe.py).
-INT8_RECIPES = ("lightnets", "min-max", "quantizer-default")
+# The activation-range search: values kept per tensor and image, images looked at, and the
+# fractions of the measured range tried.
+CLIP_SAMPLE = 4096
+CLIP_IMAGES = 32
+CLIP_FRACTIONS = np.linspace(0.2, 1.0, 33)
+
+
+def least_error_fraction(values: np.ndarray, low: float, high: float) -> float:
+    """The fraction ``c`` of ``CLIP_FRACTIONS`` for which int8 over ``[c * low, c * high]``
+    (widened to hold 0, as int8 ranges do) restores ``values`` with the least mean squared
+    error; 1.0 for an empty range."""
+    if high - low <= 0:
+        return 1.0
+    errors = []
+    for fraction in CLIP_FRACTIONS:
+        lo, hi = min(0.0, low * fraction), max(0.0, high * fraction)
+        step = (hi - lo) / 255
+        restored = np.clip(np.round((values - lo) / step), 0, 255) * step + lo
+        errors.append(float(np.mean((restored - values) ** 2)))
+    return float(CLIP_FRACTIONS[int(np.argmin(errors))])
+
+
+def _clipped_ranges(
+    float_model: bytes, samples: list[dict[str, np.ndarray]], statistics: dict[str, dict]
+) -> dict[str, dict]:
+    """Each activation range of ``statistics`` (the calibration's minimum and maximum)
+    narrowed to the fraction ``c`` of itself that gives the smallest mean squared int8
+    error (rounding inside, clipping outside) over the calibration images' values.
+
+    A network trained with ReLU6 reaches 6 in nearly every layer, so min/max ranges are
+    all [0, 6], whose step (6 / 255) is coarse for values that are mostly far below it,
+    and a linear bottleneck's rare large values widen its range for all the others;
+    a little clipping of those buys a finer step (``benchmarks/tflite_int8_recipe.py``
+    measures it). The model's inputs and outputs keep their ranges.
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    with native_output_held():
+        # Without XNNPACK: its fused partitions do not keep their intermediate tensors.
+        interpreter = Interpreter(
+            model_content=float_model,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+            experimental_preserve_all_tensors=True,
+        )
+        interpreter.allocate_tensors()
+    ends = {d["name"] for d in interpreter.get_input_details() + interpreter.get_output_details()}
+    wanted = {
+        d["name"]: d["index"]
+        for d in interpreter.get_tensor_details()
+        if d["name"] in statistics and d["name"] not in ends
+    }
+    (input_detail,) = interpreter.get_input_details()
+    values: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
+    # Random positions: a stride through an NHWC tensor would see only some channels.
+    pick = np.random.default_rng(0)
+    for sample in samples[:CLIP_IMAGES]:
+        (image,) = sample.values()
+        interpreter.set_tensor(input_detail["index"], image)
+        interpreter.invoke()
+        for name, index in wanted.items():
+            flat = interpreter.get_tensor(index).ravel()
+            if flat.size > CLIP_SAMPLE:
+                flat = flat[pick.integers(0, flat.size, CLIP_SAMPLE)]
+            values[name].append(flat.astype(np.float32))
+    narrowed = {}
+    for name, parts in values.items():
+        low, high = float(np.min(statistics[name]["min"])), float(np.max(statistics[name]["max"]))
+        fraction = least_error_fraction(np.concatenate(parts), low, high)
+        if fraction < 1.0:
+            narrowed[name] = statistics[name] | {
+                "min": statistics[name]["min"] * fraction,
+                "max": statistics[name]["max"] * fraction,
+            }
+    return narrowed
+
+
+# int8 recipes, each one step more than the one before it: the quantiser's defaults (a
+# moving average of each calibration image's activation range, its own weight ranges);
+# the true min/max activations; lightnets' weight ranges (_weight_ranges); activation
+# ranges narrowed where that lowers the error (_clipped_ranges); the model's outputs
+# computed in float (_float_outputs); and the Fire modules' two branches scaled to one
+# range (equalize.py), which is lightnets' recipe. The others are there to measure what
+# each step gives (benchmarks/tflite_int8_recipe.py).
+INT8_RECIPES = ("quantizer-default", "min-max", "weight-ranges", "clipped", "float-outputs", "lightnets")
+
+
+def _has_step(recipe_name: str, step: str) -> bool:
+    """Whether the int8 recipe ``recipe_name`` takes ``step`` (one of ``INT8_RECIPES``)."""
+    if recipe_name not in INT8_RECIPES:
+        raise ValueError(f"unknown int8 recipe {recipe_name!r}; expected one of {INT8_RECIPES}")
+    return INT8_RECIPES.index(recipe_name) >= INT8_RECIPES.index(step)
+
+
+def _float_outputs(manager: Any, float_model: bytes) -> None:
+    """Make the operators that produce the model's outputs compute in float (a weighted
+    one with int8 weights and its input quantised on the fly, which XNNPACK runs as fast as
+    the static int8 operator): the int8 logits of a classifier have
+    about a hundred distinct values, and two classes tied at the top lose the answer
+    (the recipe benchmark measures what computing them in float gives)."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_quantizer import algorithm_manager, qtyping
+
+    model = schema.ModelT.InitFromPackedBuf(float_model, 0)
+    names = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
+    weighted = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
+    for subgraph in model.subgraphs:
+        outputs = set(subgraph.outputs)
+        for op in subgraph.operators:
+            if not outputs & set(op.outputs):
+                continue
+            # The quantiser's scope of an operator is its output names, each followed by ";".
+            scope = "(^|;)" + re.escape(subgraph.tensors[op.outputs[0]].name.decode()) + ";"
+            name = names[codes[op.opcodeIndex]]
+            keep_float = algorithm_manager.AlgorithmName.NO_QUANTIZE
+            # The model's output is a virtual operator of the quantiser's: left alone, it
+            # would quantise the float result again.
+            manager.add_quantization_config(scope, qtyping.TFLOperationName.OUTPUT, algorithm_key=keep_float)
+            operation = qtyping.TFLOperationName.__members__.get(name)
+            if operation is None:  # an operator the quantiser leaves in float anyway
+                continue
+            if name in weighted:
+                manager.add_dynamic_config(scope, operation, num_bits=8)
+            else:
+                manager.add_quantization_config(scope, operation, algorithm_key=keep_float)
 
 
 def _quantize(float_model: bytes, images: torch.Tensor, recipe_name: str = "lightnets") -> bytes:
@@ -215,19 +339,21 @@ def _quantize(float_model: bytes, images: torch.Tensor, recipe_name: str = "ligh
     (signature,) = signatures
     (input_name,) = signatures[signature]["inputs"]
     samples = [{input_name: image[None].permute(0, 2, 3, 1).contiguous().numpy()} for image in images]
-    static_int8 = recipe.static_wi8_ai8()  # per-channel int8 weights, int8 activations, min/max
     manager = recipe_manager.RecipeManager()
-    manager.load_quantization_recipe(static_int8)
-    if recipe_name not in INT8_RECIPES:
-        raise ValueError(f"unknown int8 recipe {recipe_name!r}; expected one of {INT8_RECIPES}")
-    update = {} if recipe_name == "quantizer-default" else {"qsv_update_func": qsv_utils.min_max_update}
+    manager.load_quantization_recipe(recipe.static_wi8_ai8())  # per-channel int8 weights, int8 activations
+    if _has_step(recipe_name, "float-outputs"):
+        _float_outputs(manager, float_model)
+    int8_recipe = manager.get_quantization_recipe()
+    update = {"qsv_update_func": qsv_utils.min_max_update} if _has_step(recipe_name, "min-max") else {}
     with native_output_held():
         ranges = calibrator.Calibrator(float_model, num_threads=1, **update)
         ranges.calibrate({signature: samples}, manager)
         tool = quantizer.Quantizer(float_model)
-        tool.load_quantization_recipe(static_int8)
+        tool.load_quantization_recipe(int8_recipe)
         statistics = ranges.get_model_qsvs()
-        if recipe_name == "lightnets":
+        if _has_step(recipe_name, "clipped"):
+            statistics |= _clipped_ranges(float_model, samples, statistics)
+        if _has_step(recipe_name, "weight-ranges"):
             statistics |= _weight_ranges(float_model)
         result = tool.quantize(statistics, enable_progress_bar=False, enable_progress_report=False)
     return bytes(result.quantized_model)
@@ -319,17 +445,22 @@ def export_tflite(
     metadata = export_metadata(model, input_size, transform, class_names)
     assert metadata.input_size is not None and metadata.transform is not None
     export_model = (fold_batchnorm(model) if fold else model).eval()
-    metadata.precision = "int8" if int8 else "fp32"
-    props = metadata.to_props()
-    props[LAYOUT_KEY] = "NHWC"
-    # The metadata goes into the converter's plain flatbuffer; the quantiser carries it over
-    # (its own output keeps large buffers outside the flatbuffer table, which a re-pack loses).
-    flatbuffer = _with_metadata(_convert(export_model, metadata.input_size), props)
+    images = None
     if int8:
         assert calibration is not None
         if isinstance(calibration, torch.Tensor):
             images = calibration[:num_images]
         else:
             images = prepare_images(calibration_files(calibration, num_images), metadata.transform)
+        if _has_step(int8_recipe, "lightnets"):  # the Fire branches' equalisation
+            export_model = export_model if fold else copy.deepcopy(export_model)  # never the caller's
+            equalize_fire_branches(export_model, images)
+    metadata.precision = "int8" if int8 else "fp32"
+    props = metadata.to_props()
+    props[LAYOUT_KEY] = "NHWC"
+    # The metadata goes into the converter's plain flatbuffer; the quantiser carries it over
+    # (its own output keeps large buffers outside the flatbuffer table, which a re-pack loses).
+    flatbuffer = _with_metadata(_convert(export_model, metadata.input_size), props)
+    if images is not None:
         flatbuffer = _quantize(flatbuffer, images, int8_recipe)
     return write_bytes(path, flatbuffer)
