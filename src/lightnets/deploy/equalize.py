@@ -20,6 +20,8 @@ it is.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -32,9 +34,14 @@ __all__ = ["equalize_fire_branches"]
 def _scalable(branch: nn.Module) -> bool:
     """Whether a positive scale of the branch's convolution scales its output: nothing
     after the convolution but ReLU (or a folded BatchNorm, now an identity)."""
-    return all(
+    return isinstance(getattr(branch, "conv", None), nn.Conv2d) and all(
         isinstance(layer, nn.ReLU | nn.Identity) for name, layer in branch.named_children() if name != "conv"
     )
+
+
+def _conv(module: nn.Module | None) -> nn.Conv2d | None:
+    conv = getattr(module, "conv", None)
+    return conv if isinstance(conv, nn.Conv2d) else None
 
 
 def _reader(model: nn.Module, modules: list[nn.Module], index: int) -> nn.Conv2d | None:
@@ -43,10 +50,10 @@ def _reader(model: nn.Module, modules: list[nn.Module], index: int) -> nn.Conv2d
         if isinstance(module, nn.MaxPool2d):
             continue
         if isinstance(module, Fire) and module.bypass is None:
-            return module.squeeze.conv
+            return _conv(module.squeeze)
         return None
     head = getattr(model, "head", None)
-    return head.conv.conv if isinstance(head, ConvClassifierHead) else None
+    return _conv(head.conv) if isinstance(head, ConvClassifierHead) else None
 
 
 @torch.no_grad()
@@ -57,25 +64,21 @@ def equalize_fire_branches(model: nn.Module, images: Tensor, batch_size: int = 3
     if not isinstance(features, nn.Sequential):
         return 0
     modules = list(features)
-    pairs = {}
+    # Per Fire module: its two branches (ConvBNAct: convolution, ReLU) and the reader.
+    found: list[tuple[nn.Module, nn.Module, nn.Conv2d]] = []
     for index, module in enumerate(modules):
         if not isinstance(module, Fire) or module.bypass is not None:
             continue
-        if module.expand1x1 is None or module.expand3x3 is None:
-            continue
-        if not (_scalable(module.expand1x1) and _scalable(module.expand3x3)):
-            continue
+        branches = (module.expand1x1, module.expand3x3)
         reader = _reader(model, modules, index)
-        if reader is not None:
-            pairs[module] = reader
+        if reader is not None and all(b is not None and _scalable(b) for b in branches):
+            found.append((cast(nn.Module, module.expand1x1), cast(nn.Module, module.expand3x3), reader))
     peaks: dict[nn.Module, float] = {}
 
     def record(branch: nn.Module, _inputs: tuple, output: Tensor) -> None:
         peaks[branch] = max(peaks.get(branch, 0.0), float(output.max()))
 
-    hooks = [
-        branch.register_forward_hook(record) for fire in pairs for branch in (fire.expand1x1, fire.expand3x3)
-    ]
+    hooks = [branch.register_forward_hook(record) for *branches, _ in found for branch in branches]
     try:
         for batch in images.split(batch_size):
             model(batch)
@@ -83,14 +86,15 @@ def equalize_fire_branches(model: nn.Module, images: Tensor, batch_size: int = 3
         for hook in hooks:
             hook.remove()
     changed = 0
-    for fire, reader in pairs.items():
-        branches = (fire.expand1x1, fire.expand3x3)
-        if min(peaks[branch] for branch in branches) <= 0:
+    for first, second, reader in found:
+        if min(peaks[first], peaks[second]) <= 0:
             continue  # a branch silent on every image: nothing to match
-        top = max(peaks[branch] for branch in branches)
+        top = max(peaks[first], peaks[second])
         start = 0
-        for branch in branches:
-            conv, factor = branch.conv, top / peaks[branch]
+        for branch in (first, second):
+            conv = _conv(branch)
+            assert conv is not None  # checked by _scalable
+            factor = top / peaks[branch]
             conv.weight.mul_(factor)
             if conv.bias is not None:
                 conv.bias.mul_(factor)
