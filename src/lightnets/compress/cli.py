@@ -28,6 +28,11 @@ Structured pruning (--channels) removes whole channels instead: the inner channe
 every block (MobileNetV2's expansions, SqueezeNet's squeeze layers) with the smallest
 pointwise filters (L1 norm, BatchNorm scale folded in), leaving a smaller dense model
 that is faster everywhere; written as .safetensors on its own, or compressed further.
+
+Low-rank factorisation (--rank or --energy, on the layers --rank-layers names) replaces
+fully connected and ungrouped convolutions by two thin layers from their SVD (a 1x1 or
+fully connected layer by a rank-r pair, a k x k convolution by a k x 1 and a 1 x k one),
+where that is smaller; also a dense model, recovered by the same distillation.
 """
 
 EPILOG = """\
@@ -38,6 +43,8 @@ examples:
       --huffman -o small.lnz --deep-compression small.net
   lightnets compress mobilenet_v2 --weights mobilenet_v2_100_224.tflite_uint8 --channels 0.25 \\
       --recovery-data imagenette/train --recovery-steps 300 -o mobilenet_v2_slim.safetensors
+  lightnets compress --weights mobilenet_v1_075_192.tflite_uint8 --rank 128 --rank-layers head.fc \
+      --recovery-data imagenette/train --recovery-steps 300 -o mobilenet_v1_lowrank.safetensors
   lightnets eval --data imagenet-sample/ --weights squeezenet1_1.lnz
 """
 
@@ -65,6 +72,26 @@ def add_compress_parser(subparsers: Any) -> argparse.ArgumentParser:
         type=number_in(0, 1, high_open=True),
         metavar="FRACTION",
         help="structured pruning first: remove this fraction of every block's inner channels, in [0, 1)",
+    )
+    g.add_argument(
+        "--rank",
+        type=positive_int,
+        help="low-rank factorisation: every layer --rank-layers names as two thin layers of this rank",
+    )
+    g.add_argument(
+        "--energy",
+        type=number_in(0, 1),
+        metavar="FRACTION",
+        help="low-rank factorisation at the smallest rank per layer keeping this fraction of the "
+        "squared singular values, in (0, 1]",
+    )
+    g.add_argument(
+        "--rank-layers",
+        nargs="+",
+        default=["*"],
+        metavar="PATTERN",
+        help="layers to factorise, by name or shell pattern (default all: fully connected and "
+        "ungrouped convolutions, where the pair is smaller), e.g. head.fc 'features.*.pointwise.conv'",
     )
     g.add_argument(
         "--prune",
@@ -108,7 +135,8 @@ def add_compress_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--output",
         required=True,
         metavar=f"FILE{SUFFIX}",
-        help=f"the compressed file ({SUFFIX}); .safetensors for a model only narrowed by --channels",
+        help=f"the compressed file ({SUFFIX}); .safetensors for a dense model (--channels, --rank or "
+        "--energy alone)",
     )
     p.add_argument("--deep-compression", metavar="FILE.net", help="also write the authors' .net format")
     p.add_argument("--format", choices=FORMATS, default="table", help="of the summary table")
@@ -139,22 +167,27 @@ def cmd_compress(args: argparse.Namespace) -> int:
     dense = output.suffix == ".safetensors"
     if not dense and output.suffix != SUFFIX:
         raise ValueError(f"{output}: the output must end in {SUFFIX} (or .safetensors with --channels alone)")
+    low_rank = args.rank is not None or args.energy is not None
+    if args.rank is not None and args.energy is not None:
+        raise ValueError("give --rank or --energy, not both")
+    if args.energy == 0:
+        raise ValueError("--energy must be above 0 (a fraction of the squared singular values kept)")
     if dense:
         others = [o for o, v in (("--prune", args.prune), ("--sparsities", args.sparsities),
                  ("--share-bits", args.share_bits), ("--huffman", args.huffman or None),
                  ("--deep-compression", args.deep_compression),
                  ("--reconstruct-images", args.reconstruct_images or None)) if v is not None]  # fmt: skip
-        if args.channels is None or others:
+        if (args.channels is None and not low_rank) or others:
             raise ValueError(
-                f"{output}: a .safetensors output holds a dense model narrowed by --channels alone"
-                + (f"; {', '.join(others)} need a {SUFFIX} output" if others else "")
+                f"{output}: a .safetensors output holds a dense model made by --channels, --rank or "
+                "--energy alone" + (f"; {', '.join(others)} need a {SUFFIX} output" if others else "")
             )
     if args.deep_compression and Path(args.deep_compression).suffix != ".net":
         raise ValueError(f"{args.deep_compression}: the Deep Compression file must end in .net")
-    if args.deep_compression and args.channels is not None:
+    if args.deep_compression and (args.channels is not None or low_rank):
         raise ValueError(
-            "--deep-compression cannot hold a model narrowed by --channels (the .net format has "
-            f"no shapes); write the {SUFFIX} file alone"
+            "--deep-compression cannot hold a model narrowed by --channels or factorised by --rank / "
+            f"--energy (the .net format has no shapes); write the {SUFFIX} file alone"
         )
     if args.deep_compression and args.share_bits is None:
         raise ValueError("--deep-compression needs --share-bits (at most 8)")
@@ -184,11 +217,15 @@ def cmd_compress(args: argparse.Namespace) -> int:
         calibration = load_batches(
             chosen, transform_of(model), args.recovery_batch, not args.quiet, "calibration"
         )
+    original, narrowed, factorised = model, list[Any](), list[Any]()
     if args.channels is not None:
-        original = model
-        model, narrowed = narrow(original, args.channels, recovery, not args.quiet)
-        if dense:
-            return report_narrowed(original, model, narrowed, name, output, args.format)
+        model, narrowed = narrow(model, args.channels, recovery, not args.quiet)
+    if low_rank:
+        model, factorised = factorise(
+            model, args.rank, args.energy, args.rank_layers, recovery, not args.quiet
+        )
+    if dense:
+        return report_dense(original, model, narrowed, factorised, name, output, args.format)
     compressed = compress_model(
         model,
         sparsity=args.prune,
@@ -261,20 +298,52 @@ def narrow(model: Any, fraction: float, recovery: Any, progress: bool) -> tuple[
     return narrowed, rows
 
 
-def report_narrowed(original: Any, model: Any, narrowed: list, name: str, output: Path, fmt: str) -> int:
-    """Write a narrowed dense model; print what each block kept, and the costs."""
+def factorise(
+    model: Any, rank: int | None, energy: float | None, layers: list[str], recovery: Any, progress: bool
+) -> tuple[Any, list]:
+    """A copy of ``model`` with low-rank layers, recovered from ``model``; and the layers'
+    rows (:class:`.low_rank.RankRow`)."""
+    import copy
+
+    from .low_rank import factorize
+    from .pipeline import run_recovery
+
+    factorised = copy.deepcopy(model)
+    rows = factorize(factorised, rank=rank, energy=energy, layers=layers)
+    if not any(row.rank for row in rows):
+        raise ValueError(
+            "no layer was factorised: at that rank or energy every matching layer's pair would be "
+            "as large as the layer (ask for a lower rank or energy)"
+        )
+    if recovery is not None:
+        run_recovery(factorised, model, recovery, recovery.steps, 0, "low-rank recovery", progress)
+    return factorised, rows
+
+
+def report_dense(
+    original: Any, model: Any, narrowed: list, factorised: list, name: str, output: Path, fmt: str
+) -> int:
+    """Write a narrowed or factorised dense model; print what each block or layer became,
+    and the costs."""
     from ..cost import profile
     from ..weights import convert
 
     size = transform_of(model).size
     before, after = profile(original, (3, size, size)), profile(model, (3, size, size))
     convert(model, output)
-    rows = [(r.name, r.before, r.after) for r in narrowed]
+    blocks = [(r.name, r.before, r.after) for r in narrowed]
+    layers = [
+        (r.name, "x".join(map(str, r.shape)), r.full_rank, r.rank or "whole", r.params_before, r.params_after,
+         f"{r.energy:.3f}")
+        for r in factorised
+    ]  # fmt: skip
+    layer_headers = ("layer", "shape", "full rank", "rank", "params before", "after", "energy kept")
     if fmt == "json":
         print(
             json.dumps(
                 {
-                    "blocks": [dict(zip(("block", "before", "after"), r, strict=True)) for r in rows],
+                    "blocks": [dict(zip(("block", "before", "after"), r, strict=True)) for r in blocks],
+                    "layers": [dict(zip(layer_headers, r, strict=True)) for r in layers],
                     "params": [before.params, after.params],
                     "madds": [before.madds, after.madds],
                 },
@@ -282,7 +351,10 @@ def report_narrowed(original: Any, model: Any, narrowed: list, name: str, output
             )
         )
         return 0
-    print(render(("block", "inner channels before", "after"), rows, fmt))
+    if blocks:
+        print(render(("block", "inner channels before", "after"), blocks, fmt))
+    if layers:
+        print(render(layer_headers, layers, fmt))
     print(
         f"\nwritten {output} ({name}, {size} px): parameters {before.params:,} -> {after.params:,} "
         f"({after.params / before.params:.0%}), multiply-adds {before.madds / 1e6:,.1f} M -> "

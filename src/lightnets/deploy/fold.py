@@ -6,8 +6,9 @@ before it: ``W' = W * s`` and ``b' = (b - mean) * s + beta`` with
 ``s = gamma / sqrt(var + eps)``. The arithmetic is done in float64 and rounded once, so
 the folded model differs from the original only by float32 rounding.
 
-A BatchNorm is folded when it directly follows a convolution (or a linear layer) inside
-an ``nn.Sequential``, whose order is its execution order. Every lightnets block keeps
+A BatchNorm is folded when it directly follows a convolution (or a linear layer, or a
+factorised :class:`~lightnets.models.low_rank.LowRank` pair, into its second layer)
+inside an ``nn.Sequential``, whose order is its execution order. Every lightnets block keeps
 Conv-BN-act in a :class:`~lightnets.layers.ConvBNAct` (a ``Sequential``), and
 torchvision's ``Conv2dNormActivation`` is one too, so both fold without tracing.
 """
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import ConvBNAct, TFSamePad, tf_same_pad, to_channels_last
+from ..models.low_rank import LowRank
 
 __all__ = ["FusedConvAct", "deploy", "fold_batchnorm", "fuse_conv_bn_act", "is_deployed"]
 
@@ -78,6 +80,8 @@ def fold_batchnorm(model: nn.Module, inplace: bool = False, strict: bool = False
             continue
         children = list(parent.named_children())
         for (_, first), (name, second) in zip(children, children[1:], strict=False):
+            if isinstance(first, LowRank):  # a factorised layer: its second half makes the output
+                first = first[-1]
             if isinstance(second, _BATCHNORMS) and isinstance(first, _FOLDABLE):
                 fold_into(first, second)
                 setattr(parent, name, nn.Identity())

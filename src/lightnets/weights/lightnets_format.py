@@ -37,8 +37,8 @@ MAX_NAME = 1_000  # characters of one class name or other string value
 MAX_SOURCE = 4_096  # characters of converted_from (a path or tag)
 MAX_NUMBER = 1e6  # magnitude of a numeric model argument
 MAX_SIDECAR_BYTES = 16 << 20  # a metadata .json beside a file
-MAX_BLOCKS = 10_000  # narrowed blocks named in inner_widths
-MAX_WIDTH = 1 << 20  # channels of one narrowed block
+MAX_BLOCKS = 10_000  # narrowed blocks named in inner_widths, factorised layers in low_ranks
+MAX_WIDTH = 1 << 20  # channels of one narrowed block, the rank of one factorised layer
 
 
 def tensors_sha256(state: dict[str, Tensor]) -> str:
@@ -124,7 +124,8 @@ def parse_metadata(raw: str | dict | None, source: str | Path) -> dict:
     (see :meth:`EvalTransform.from_dict`), ``categories`` (a label-set name or up to
     ``MAX_CLASSES`` class names), ``converted_from`` (a string), ``inner_widths`` (the
     channels kept in each narrowed block, :mod:`lightnets.models.slimming`: block names to
-    whole numbers). Other keys are dropped.
+    whole numbers), ``low_ranks`` (the rank of each factorised layer,
+    :mod:`lightnets.models.low_rank`: layer names to whole numbers). Other keys are dropped.
     Raises :class:`WeightsError` naming ``source`` and the problem.
     """
     if raw is None or raw == "":
@@ -178,14 +179,16 @@ def parse_metadata(raw: str | dict | None, source: str | Path) -> dict:
         if not isinstance(source_value, str) or len(source_value) > MAX_SOURCE:
             raise bad(f"'converted_from' must be a string of at most {MAX_SOURCE} characters")
         out["converted_from"] = source_value
-    if data.get("inner_widths") is not None:
-        out["inner_widths"] = _check_widths(data["inner_widths"], bad)
+    for key in ("inner_widths", "low_ranks"):
+        if data.get(key) is not None:
+            out[key] = _check_widths(data[key], key, bad)
     return out
 
 
-def _check_widths(widths: object, bad) -> dict[str, int]:
+def _check_widths(widths: object, key: str, bad) -> dict[str, int]:
+    """Layer or block names to channel counts (narrowed widths, factorised ranks)."""
     if not isinstance(widths, dict) or len(widths) > MAX_BLOCKS:
-        raise bad(f"'inner_widths' must be an object of at most {MAX_BLOCKS} block names")
+        raise bad(f"'{key}' must be an object of at most {MAX_BLOCKS} layer names")
     for name, width in widths.items():
         if (
             len(name) > 200
@@ -193,9 +196,7 @@ def _check_widths(widths: object, bad) -> dict[str, int]:
             or not isinstance(width, int)
             or not 1 <= width <= MAX_WIDTH
         ):
-            raise bad(
-                f"inner_widths.{name[:200]} must be a whole number in 1..{MAX_WIDTH}, got {_show(width)}"
-            )
+            raise bad(f"{key}.{name[:200]} must be a whole number in 1..{MAX_WIDTH}, got {_show(width)}")
     return dict(widths)
 
 

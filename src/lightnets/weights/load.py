@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.transforms import EvalTransform
+from ..models.low_rank import low_ranks
 from ..models.slimming import narrowed_widths
 from .spec import IMAGENET, WEIGHTS, WeightSpec, get_weights
 from .store import WeightsError, resolve, sha256_of
@@ -305,16 +306,29 @@ def metadata_json(model: nn.Module, model_name: str, model_kwargs: dict) -> str:
     widths = narrowed_widths(model)
     if widths:
         data["inner_widths"] = widths
+    ranks = low_ranks(model)
+    if ranks:
+        data["low_ranks"] = ranks
     return json.dumps(data, indent=2, sort_keys=True)
+
+
+def _recorded(weights: str | Path, key: str) -> dict[str, int]:
+    located = locate_weights(weights)
+    if isinstance(located, WeightSpec) or release_of(located) is not None:
+        return {}
+    return dict(_sidecar_metadata(located).get(key, {}))
 
 
 def inner_widths_of(weights: str | Path) -> dict[str, int]:
     """The narrowed blocks' inner widths a lightnets weights file records (``{}`` for a
     weight set, a foreign file or a model that was not narrowed)."""
-    located = locate_weights(weights)
-    if isinstance(located, WeightSpec) or release_of(located) is not None:
-        return {}
-    return dict(_sidecar_metadata(located).get("inner_widths", {}))
+    return _recorded(weights, "inner_widths")
+
+
+def low_ranks_of(weights: str | Path) -> dict[str, int]:
+    """The factorised layers' ranks a lightnets weights file records (``{}`` for a
+    weight set, a foreign file or a model without low-rank layers)."""
+    return _recorded(weights, "low_ranks")
 
 
 def model_arguments_for(model_name: str, weights: str | Path, arguments: dict[str, Any]) -> dict[str, Any]:

@@ -8,8 +8,15 @@ from typing import Any
 from torch import nn
 
 from ..models import build_model, entry_arguments
+from ..models.low_rank import factorize_to
 from ..models.slimming import narrow_to
-from ..weights.load import inner_widths_of, load_weights, model_arguments_for, model_name_of_weights
+from ..weights.load import (
+    inner_widths_of,
+    load_weights,
+    low_ranks_of,
+    model_arguments_for,
+    model_name_of_weights,
+)
 from ..weights.store import WeightsError
 from .pretrained import num_classes_of
 
@@ -32,8 +39,9 @@ def create_model(
     builder = entry.builder.__name__
     arguments = model_arguments_for(builder, weights, arguments)
     model = build_model(builder, **arguments)
-    try:  # a narrowed model (structured pruning) is rebuilt in its narrower shapes first
+    try:  # a narrowed or factorised model is rebuilt in its own shapes first
         narrow_to(model, inner_widths_of(weights))
+        factorize_to(model, low_ranks_of(weights))
     except WeightsError:
         raise
     except ValueError as error:
