@@ -72,3 +72,13 @@ def side_by_side(panels: list, gap: int = 8, height: int | None = None):
         canvas.paste(panel, (left, 0))
         left += panel.width + gap
     return canvas
+
+
+def markdown_table(rows: list[dict]) -> list[str]:
+    """``rows`` (dicts with the same keys) as the lines of a Markdown table, keys as header."""
+    header = list(rows[0])
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(str(r[k]) for k in header) + " |" for r in rows),
+    ]

@@ -22,19 +22,18 @@ Writes ``results/compress/channels.md``, ``.csv`` and ``.png``.
 from __future__ import annotations
 
 import copy
-import tempfile
-import time
 from pathlib import Path
 
 import torch
-from _output import benchmark_parser, save_figure, subplots, write_csv, write_markdown
-from _paths import IMAGENET_SAMPLE, RECOVERY_IMAGES, RESULTS, use_shared_weights
+from _output import markdown_table, write_csv, write_markdown
+from _paths import IMAGENET_SAMPLE, RECOVERY_IMAGES, RESULTS
+from _recovery import measure_cases, plot_recovery, recovery_parser, timed_recovery
 from train_common import load_average, machine_header
 
 from lightnets import create_model
 from lightnets.classify import evaluate
 from lightnets.compress.channels import CALIBRATION_IMAGES, prune_channels
-from lightnets.compress.recovery import load_batches, recover, recovery_images
+from lightnets.compress.recovery import load_batches, recovery_images
 from lightnets.cost import profile
 from lightnets.deploy import bench
 from lightnets.deploy.export import export_onnx
@@ -64,17 +63,11 @@ def measure_case(label: str, model_name: str, weights: str, args, folder: Path) 
         export_onnx(model.eval(), onnx, input_size=size)
         point = f"{label}, {fraction:.0%} of inner channels removed"
         targets.append(bench.Target(point, "onnx_file", cost.madds, input_size=size, file=str(onnx)))
-        start = time.perf_counter()
         before = evaluate(model, IMAGENET_SAMPLE, progress=False).top1
         after, seconds = before, 0.0
         if fraction and args.recovery_steps:
-            start = time.perf_counter()
-            recover(
-                model, original, paths, transform, args.recovery_steps,
-                cache_dir=teacher_cache, progress=not args.quiet, desc=f"recovery {point}",
-            )  # fmt: skip
-            seconds = time.perf_counter() - start
-            after = evaluate(model.eval(), IMAGENET_SAMPLE, progress=False).top1
+            seconds = timed_recovery(model, original, paths, transform, args, teacher_cache, f"recovery {point}")
+            after = evaluate(model, IMAGENET_SAMPLE, progress=False).top1
         rows.append(
             {
                 "model": label,
@@ -98,51 +91,25 @@ def measure_case(label: str, model_name: str, weights: str, args, folder: Path) 
     return rows
 
 
-def plot(rows: list[dict], path: Path) -> None:
-    fig, ax = subplots(figsize=(6.5, 4))
-    for label in dict.fromkeys(r["model"] for r in rows):
-        mine = [r for r in rows if r["model"] == label]
-        ms = [r["ort fp32 ms"] for r in mine]
-        line = ax.plot(ms, [r["top1 after recovery"] for r in mine], "o-", label=f"{label}, recovered")
-        ax.plot(ms, [r["top1 before recovery"] for r in mine], "x:", color=line[0].get_color(),
-                label=f"{label}, before recovery")  # fmt: skip
-        for r in mine:
-            ax.annotate(f"-{r['fraction removed']:.0%}", (r["ort fp32 ms"], r["top1 after recovery"]),
-                        textcoords="offset points", xytext=(4, 4), fontsize=8)  # fmt: skip
-    ax.set_xlabel("ONNX Runtime fp32 latency, batch 1, 1 thread (ms)")
-    ax.set_ylabel("top-1 on the 500-image ImageNet sample (%)")
-    ax.set_title("Structured pruning: inner channels removed")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    save_figure(fig, path)
-
-
 def main() -> None:
-    parser = benchmark_parser(__doc__)
+    parser = recovery_parser(__doc__, CASES)
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5])
-    parser.add_argument("--recovery-steps", type=int, default=200)
     parser.add_argument("--runs", type=int, default=200, help="timed rounds of the interleaved latency")
-    parser.add_argument("--models", nargs="+", choices=sorted(CASES), default=list(CASES))
-    parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
-    use_shared_weights()
-    torch.set_num_threads(2)
     load_before = load_average()
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="lightnets-channels-") as folder:
-        for label in args.models:
-            rows += measure_case(label, *CASES[label], args, Path(folder))
+    rows = measure_cases(args, CASES, measure_case)
     out = RESULTS / "compress"
     write_csv(rows, out / "channels.csv")
-    plot(rows, out / "channels.png")
-    header = list(rows[0])
+    plot_recovery(
+        rows, "model", lambda r: r["ort fp32 ms"], lambda r: f"-{r['fraction removed']:.0%}",
+        "ONNX Runtime fp32 latency, batch 1, 1 thread (ms)", "Structured pruning: inner channels removed",
+        out / "channels.png",
+    )  # fmt: skip
     lines = [
         machine_header("Structured pruning: inner channels removed").rstrip(),
         f"- Load average (1, 5, 15 min) before -> after: {load_before} -> {load_average()}",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-        *("| " + " | ".join(str(r[k]) for k in header) + " |" for r in rows),
+        *markdown_table(rows),
         "",
         "Plot: `channels.png` (top-1 against latency, before and after recovery).",
     ]

@@ -21,19 +21,19 @@ Writes ``results/compress/low_rank.md``, ``.csv`` and ``.png``.
 from __future__ import annotations
 
 import copy
-import tempfile
 import time
 from pathlib import Path
 
 import torch
-from _output import benchmark_parser, save_figure, subplots, write_csv, write_markdown
-from _paths import IMAGENET_SAMPLE, RECOVERY_IMAGES, RESULTS, use_shared_weights
+from _output import markdown_table, write_csv, write_markdown
+from _paths import IMAGENET_SAMPLE, RECOVERY_IMAGES, RESULTS
+from _recovery import measure_cases, plot_recovery, recovery_parser, timed_recovery
 from train_common import load_average, machine_header
 
 from lightnets import create_model
 from lightnets.classify import evaluate
 from lightnets.compress.low_rank import factorize
-from lightnets.compress.recovery import agreement, load_batches, logits_of, recover, recovery_images
+from lightnets.compress.recovery import agreement, load_batches, logits_of, recovery_images
 from lightnets.cost import profile
 from lightnets.deploy.calibration import calibration_files
 from lightnets.zoo import transform_of
@@ -66,13 +66,9 @@ def measure_case(label: str, model_name: str, weights: str, layer: str, args, fo
         agree_before = agreement(model, sample, reference)
         after, agree_after, seconds = before, agree_before, 0.0
         if rank is not None and args.recovery_steps:
-            start = time.perf_counter()
-            recover(
-                model, original, paths, transform, args.recovery_steps,
-                cache_dir=teacher_cache, progress=not args.quiet, desc=f"recovery {label}, rank {rank}",
-            )  # fmt: skip
-            seconds = time.perf_counter() - start
-            model.eval()
+            seconds = timed_recovery(
+                model, original, paths, transform, args, teacher_cache, f"recovery {label}, rank {rank}"
+            )
             after = evaluate(model, IMAGENET_SAMPLE, progress=False).top1
             agree_after = agreement(model, sample, reference)
         rows.append(
@@ -95,52 +91,25 @@ def measure_case(label: str, model_name: str, weights: str, layer: str, args, fo
     return rows
 
 
-def plot(rows: list[dict], path: Path) -> None:
-    fig, ax = subplots(figsize=(6.5, 4))
-    for label in dict.fromkeys(r["layer"] for r in rows):
-        mine = [r for r in rows if r["layer"] == label]
-        params = [r["params"] / 1e6 for r in mine]
-        line = ax.plot(params, [r["top1 after recovery"] for r in mine], "o-", label=f"{label}, recovered")
-        ax.plot(params, [r["top1 before recovery"] for r in mine], "x:", color=line[0].get_color(),
-                label=f"{label}, before recovery")  # fmt: skip
-        for r, p in zip(mine, params, strict=True):
-            ax.annotate(f"r={r['rank']}" if isinstance(r["rank"], int) else "full", (p, r["top1 after recovery"]),
-                        textcoords="offset points", xytext=(4, 4), fontsize=8)  # fmt: skip
-    ax.set_xlabel("parameters (M)")
-    ax.set_ylabel("top-1 on the 500-image ImageNet sample (%)")
-    ax.set_title("Low-rank classifiers: rank-r SVD pair")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    save_figure(fig, path)
-
-
 def main() -> None:
-    parser = benchmark_parser(__doc__)
+    parser = recovery_parser(__doc__, CASES)
     parser.add_argument("--ranks", type=int, nargs="+", default=[256, 128, 64, 32])
-    parser.add_argument("--recovery-steps", type=int, default=200)
-    parser.add_argument("--models", nargs="+", choices=sorted(CASES), default=list(CASES))
-    parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
-    use_shared_weights()
-    torch.set_num_threads(2)
     load_before = load_average()
     started = time.time()
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="lightnets-low-rank-") as folder:
-        for label in args.models:
-            rows += measure_case(label, *CASES[label], args, Path(folder))
+    rows = measure_cases(args, CASES, measure_case)
     out = RESULTS / "compress"
     write_csv(rows, out / "low_rank.csv")
-    plot(rows, out / "low_rank.png")
-    header = list(rows[0])
+    plot_recovery(
+        rows, "layer", lambda r: r["params"] / 1e6, lambda r: f"r={r['rank']}" if isinstance(r["rank"], int) else "full",
+        "parameters (M)", "Low-rank classifiers: rank-r SVD pair", out / "low_rank.png",
+    )  # fmt: skip
     lines = [
         machine_header("Low-rank factorisation of the classifiers").rstrip(),
         f"- Load average (1, 5, 15 min) before -> after: {load_before} -> {load_average()}; "
         f"{(time.time() - started) / 60:.0f} minutes",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-        *("| " + " | ".join(str(r[k]) for k in header) + " |" for r in rows),
+        *markdown_table(rows),
         "",
         "Plot: `low_rank.png` (top-1 against parameters, before and after recovery).",
     ]

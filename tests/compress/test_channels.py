@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 from random_statistics import randomise_batchnorm
-from safetensors.torch import load_file, save_file
 from torch import nn
+from weights_files import recorded, with_metadata
 
 from lightnets import create_model
 from lightnets.compress.channels import channel_scores, kept_width, prune_channels
@@ -120,20 +120,13 @@ def test_a_file_whose_widths_do_not_fit_its_model_is_a_weights_error(tmp_path):
     prune_channels(model, 0.5)
     path = tmp_path / "slim.safetensors"
     convert(model, path)
-    tensors = load_file(path)
-    from safetensors import safe_open
-
-    with safe_open(path, "pt") as handle:
-        metadata = handle.metadata()
-    data = json.loads(metadata["lightnets"])
-    block = next(iter(data["inner_widths"]))
+    block = next(iter(recorded(path)["inner_widths"]))
     for widths, message in (
         ({"features.99": 8}, "no narrowable block named features.99"),
         ({block: 10**9}, "must be a whole number"),
         ("sixteen", "'inner_widths' must be an object"),
     ):
-        bad = tmp_path / "bad.safetensors"
-        save_file(tensors, bad, {**metadata, "lightnets": json.dumps({**data, "inner_widths": widths})})
+        bad = with_metadata(path, tmp_path / "bad.safetensors", inner_widths=widths)
         with pytest.raises(WeightsError, match=message):
             create_model("squeezenet1_1", weights=bad)
 

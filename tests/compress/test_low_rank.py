@@ -5,9 +5,8 @@ import json
 import pytest
 import torch
 from random_statistics import randomise_batchnorm
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch import nn
+from weights_files import recorded, with_metadata
 
 from lightnets import create_model
 from lightnets.compress.low_rank import factorize, rank_for_energy
@@ -123,25 +122,32 @@ def test_folding_and_a_file_round_trip_keep_the_factorised_model(tmp_path):
     assert low_ranks(again) == {"features.13.pointwise.conv": 64, "head.fc": 64}
     with torch.no_grad():
         torch.testing.assert_close(again(x), expected, atol=0, rtol=0)
-    # A file whose ranks do not fit its layers is refused with its name and the layer.
-    tensors = load_file(path)
-    with safe_open(path, "pt") as handle:
-        metadata = handle.metadata()
-    data = json.loads(metadata["lightnets"])
-    for ranks, message in (
-        ({"head.fc": 10**9}, "must be a whole number"),
-        ({"head.fc": 600}, "rank 600 is outside"),
-        ({"features.1.depthwise.conv": 2}, "cannot be factorised"),
-    ):
-        bad = tmp_path / "bad.safetensors"
-        save_file(tensors, bad, {**metadata, "lightnets": json.dumps({**data, "low_ranks": ranks})})
-        with pytest.raises(WeightsError, match=message):
-            create_model("mobilenet_v1", weights=bad)
+    assert recorded(path)["low_ranks"] == low_ranks(model)
+
+
+@pytest.mark.parametrize(
+    "ranks, message",
+    [
+        pytest.param({"head.fc": 10**9}, "must be a whole number", id="huge"),
+        pytest.param({"head.fc": 600}, "rank 600 is outside", id="above the layer's"),
+        pytest.param({"features.1.depthwise.conv": 2}, "cannot be factorised", id="depthwise"),
+        pytest.param("sixteen", "'low_ranks' must be an object", id="not an object"),
+    ],
+)
+def test_a_file_whose_ranks_do_not_fit_its_layers_is_a_weights_error(ranks, message, tmp_path):
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v1", width=0.25)
+    factorize(model, rank=32, layers=["head.fc"])
+    path = convert(model, tmp_path / "low_rank.safetensors")
+    with pytest.raises(WeightsError, match=message):
+        create_model(
+            "mobilenet_v1", weights=with_metadata(path, tmp_path / "bad.safetensors", low_ranks=ranks)
+        )
 
 
 def test_the_command_writes_a_smaller_dense_file(cli, tmp_path, weights_root):
     out = tmp_path / "low_rank.safetensors"
-    code, text, err = cli(
+    argv = [
         "compress",
         "--weights",
         "squeezenet1_1.gluon_npy",
@@ -149,10 +155,8 @@ def test_the_command_writes_a_smaller_dense_file(cli, tmp_path, weights_root):
         "0.9",
         "--rank-layers",
         "head.conv.conv",
-        "-o",
-        str(out),
-        "--quiet",
-    )
+    ]
+    code, text, err = cli(*argv, "-o", out, "--quiet")
     assert code == 0, err
     assert "head.conv.conv" in text and "parameters 1,235,496 -> " in text
     code, text, err = cli("profile", "--weights", str(out), "--format", "json")

@@ -74,26 +74,6 @@ def add_compress_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="structured pruning first: remove this fraction of every block's inner channels, in [0, 1)",
     )
     g.add_argument(
-        "--rank",
-        type=positive_int,
-        help="low-rank factorisation: every layer --rank-layers names as two thin layers of this rank",
-    )
-    g.add_argument(
-        "--energy",
-        type=number_in(0, 1),
-        metavar="FRACTION",
-        help="low-rank factorisation at the smallest rank per layer keeping this fraction of the "
-        "squared singular values, in (0, 1]",
-    )
-    g.add_argument(
-        "--rank-layers",
-        nargs="+",
-        default=["*"],
-        metavar="PATTERN",
-        help="layers to factorise, by name or shell pattern (default all: fully connected and "
-        "ungrouped convolutions, where the pair is smaller), e.g. head.fc 'features.*.pointwise.conv'",
-    )
-    g.add_argument(
         "--prune",
         type=number_in(0, 1, high_open=True),
         metavar="SPARSITY",
@@ -112,6 +92,27 @@ def add_compress_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="k-means codebook of 2**BITS entries per layer (1-16)",
     )
     g.add_argument("--huffman", action="store_true", help="Huffman-code codebook indices and index gaps")
+    lr = p.add_argument_group("low-rank factorisation (a dense model, like --channels)")
+    lr.add_argument(
+        "--rank",
+        type=positive_int,
+        help="every layer --rank-layers names as two thin layers of this rank",
+    )
+    lr.add_argument(
+        "--energy",
+        type=number_in(0, 1),
+        metavar="FRACTION",
+        help="instead of --rank: per layer, the smallest rank keeping this fraction of the squared "
+        "singular values, in (0, 1]",
+    )
+    lr.add_argument(
+        "--rank-layers",
+        nargs="+",
+        default=["*"],
+        metavar="PATTERN",
+        help="layers to factorise, by name or shell pattern (default all: fully connected and "
+        "ungrouped convolutions, where the pair is smaller), e.g. head.fc 'features.*.pointwise.conv'",
+    )
     r = p.add_argument_group("recovery (distillation from the uncompressed model)")
     r.add_argument("--recovery-data", action="append", metavar="DIR", help="a folder of images (repeatable)")
     r.add_argument(
