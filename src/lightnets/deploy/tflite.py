@@ -16,8 +16,9 @@ Runtime's and PyTorch's calibrators take); weight ranges that keep weights impor
 a quantised release on their integer grid (:func:`_weight_ranges`); activation ranges
 narrowed where that lowers the int8 error (:func:`_clipped_ranges`); the output operators
 computed in float (:func:`_float_outputs`); and the Fire modules' branches scaled to the
-one range TFLite's concatenation gives them (:mod:`~lightnets.deploy.equalize`). ``benchmarks/tflite_int8_recipe.py`` measures each step on
-every weight set with ImageNet classes.
+one range TFLite's concatenation gives them (:mod:`~lightnets.deploy.equalize`).
+``benchmarks/tflite_int8_recipe.py`` measures each step on every weight set with
+ImageNet classes.
 
 The lightnets metadata (model name and arguments, input size, transform, class names,
 precision, layout) is stored as JSON in the model's ``metadata`` table under the name
@@ -298,9 +299,9 @@ def _has_step(recipe_name: str, step: str) -> bool:
 def _float_outputs(manager: Any, float_model: bytes) -> None:
     """Make the operators that produce the model's outputs compute in float (a weighted
     one with int8 weights and its input quantised on the fly, which XNNPACK runs as fast as
-    the static int8 operator): the int8 logits of a classifier have
-    about a hundred distinct values, and two classes tied at the top lose the answer
-    (the recipe benchmark measures what computing them in float gives)."""
+    the static int8 operator): the int8 logits of a classifier have about a hundred
+    distinct values, and two classes tied at the top lose the answer (the recipe benchmark
+    measures what computing them in float gives)."""
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_quantizer import algorithm_manager, qtyping
 
