@@ -165,3 +165,21 @@ def test_the_command_writes_a_smaller_dense_file(cli, tmp_path, weights_root):
     code, _, err = cli("compress", "--weights", "squeezenet1_1.gluon_npy", "--rank", "4", "--energy", "0.5",
                        "-o", str(tmp_path / "x.safetensors"))  # fmt: skip
     assert code != 0 and "not both" in err
+
+
+def test_a_factorised_model_compresses_further_into_a_container(cli, tmp_path, weights_root):
+    out = tmp_path / "low_rank.lnz"
+    argv = [
+        "compress",
+        "--weights",
+        "squeezenet1_1.gluon_npy",
+        "--rank",
+        "128",
+        "--rank-layers",
+        "head.conv.conv",
+    ]
+    code, text, err = cli(*argv, "--prune", "0.3", "--share-bits", "8", "-o", out, "--quiet")
+    assert code == 0, err
+    assert "head.conv.conv  1000x512x1x1" in text and "written" in text  # the rank table, then the encoding
+    again = create_model("squeezenet1_1", weights=out)
+    assert low_ranks(again) == {"head.conv.conv": 128}

@@ -264,6 +264,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
             )
         )
     else:
+        if narrowed or factorised:  # the shapes the compressed model was given, then its encoding
+            print_shapes(narrowed, factorised, args.format)
+            print()
         rows.append(("total", total["params"], total["nonzeros"], "", total["payload_bytes"], ""))
         print(render(HEADERS, rows, args.format))
         print(
@@ -321,6 +324,30 @@ def factorise(
     return factorised, rows
 
 
+BLOCK_HEADERS = ("block", "inner channels before", "after")
+LAYER_HEADERS = ("layer", "shape", "full rank", "rank", "params before", "after", "energy kept")
+
+
+def shape_rows(narrowed: list, factorised: list) -> tuple[list[tuple], list[tuple]]:
+    """The rows of the narrowed blocks and of the factorised layers."""
+    blocks = [(r.name, r.before, r.after) for r in narrowed]
+    layers = [
+        (r.name, "x".join(map(str, r.shape)), r.full_rank, r.rank or "whole", r.params_before, r.params_after,
+         f"{r.energy:.3f}")
+        for r in factorised
+    ]  # fmt: skip
+    return blocks, layers
+
+
+def print_shapes(narrowed: list, factorised: list, fmt: str) -> None:
+    """Print what --channels made of each block and --rank / --energy of each layer."""
+    blocks, layers = shape_rows(narrowed, factorised)
+    if blocks:
+        print(render(BLOCK_HEADERS, blocks, fmt))
+    if layers:
+        print(render(LAYER_HEADERS, layers, fmt))
+
+
 def report_dense(
     original: Any, model: Any, narrowed: list, factorised: list, name: str, output: Path, fmt: str
 ) -> int:
@@ -332,19 +359,13 @@ def report_dense(
     size = transform_of(model).size
     before, after = profile(original, (3, size, size)), profile(model, (3, size, size))
     convert(model, output)
-    blocks = [(r.name, r.before, r.after) for r in narrowed]
-    layers = [
-        (r.name, "x".join(map(str, r.shape)), r.full_rank, r.rank or "whole", r.params_before, r.params_after,
-         f"{r.energy:.3f}")
-        for r in factorised
-    ]  # fmt: skip
-    layer_headers = ("layer", "shape", "full rank", "rank", "params before", "after", "energy kept")
+    blocks, layers = shape_rows(narrowed, factorised)
     if fmt == "json":
         print(
             json.dumps(
                 {
                     "blocks": [dict(zip(("block", "before", "after"), r, strict=True)) for r in blocks],
-                    "layers": [dict(zip(layer_headers, r, strict=True)) for r in layers],
+                    "layers": [dict(zip(LAYER_HEADERS, r, strict=True)) for r in layers],
                     "params": [before.params, after.params],
                     "madds": [before.madds, after.madds],
                 },
@@ -352,10 +373,7 @@ def report_dense(
             )
         )
         return 0
-    if blocks:
-        print(render(("block", "inner channels before", "after"), blocks, fmt))
-    if layers:
-        print(render(layer_headers, layers, fmt))
+    print_shapes(narrowed, factorised, fmt)
     print(
         f"\nwritten {output} ({name}, {size} px): parameters {before.params:,} -> {after.params:,} "
         f"({after.params / before.params:.0%}), multiply-adds {before.madds / 1e6:,.1f} M -> "
