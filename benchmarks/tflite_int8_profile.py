@@ -29,7 +29,7 @@ from _output import benchmark_parser, save_figure, subplots, write_markdown
 from _paths import IMAGENETTE, RESULTS, use_shared_weights
 
 from lightnets.deploy.bench_report import machine_description
-from lightnets.deploy.tflite import export_tflite, native_output_held
+from lightnets.deploy.tflite import export_tflite, native_output_held, operator_names
 from lightnets.weights.spec import get_weights
 from lightnets.weights.store import resolve
 from lightnets.zoo import model_for_weights
@@ -44,12 +44,11 @@ def operators(data: bytes) -> list[tuple[str, str]]:
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromPackedBuf(data, 0)
-    names = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
-    codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
+    names = operator_names(model)
     (graph,) = model.subgraphs
     found, seen_conv, pooled = [], False, False
     for op in graph.operators:
-        name = names[codes[op.opcodeIndex]]
+        name = names[op.opcodeIndex]
         if pooled:
             kind = "classifier"  # everything after the global pooling
         elif name == "MEAN":

@@ -145,18 +145,14 @@ def test_a_file_whose_ranks_do_not_fit_its_layers_is_a_weights_error(ranks, mess
         )
 
 
+def factorise_conv10(*options: str) -> list[str]:
+    """``lightnets compress`` of SqueezeNet 1.1's conv10 with the given rank options."""
+    return ["compress", "--weights", "squeezenet1_1.gluon_npy", *options, "--rank-layers", "head.conv.conv"]
+
+
 def test_the_command_writes_a_smaller_dense_file(cli, tmp_path, weights_root):
     out = tmp_path / "low_rank.safetensors"
-    argv = [
-        "compress",
-        "--weights",
-        "squeezenet1_1.gluon_npy",
-        "--energy",
-        "0.9",
-        "--rank-layers",
-        "head.conv.conv",
-    ]
-    code, text, err = cli(*argv, "-o", out, "--quiet")
+    code, text, err = cli(*factorise_conv10("--energy", "0.9"), "-o", out, "--quiet")
     assert code == 0, err
     assert "head.conv.conv" in text and "parameters 1,235,496 -> " in text
     code, text, err = cli("profile", "--weights", str(out), "--format", "json")
@@ -169,16 +165,9 @@ def test_the_command_writes_a_smaller_dense_file(cli, tmp_path, weights_root):
 
 def test_a_factorised_model_compresses_further_into_a_container(cli, tmp_path, weights_root):
     out = tmp_path / "low_rank.lnz"
-    argv = [
-        "compress",
-        "--weights",
-        "squeezenet1_1.gluon_npy",
-        "--rank",
-        "128",
-        "--rank-layers",
-        "head.conv.conv",
-    ]
-    code, text, err = cli(*argv, "--prune", "0.3", "--share-bits", "8", "-o", out, "--quiet")
+    code, text, err = cli(
+        *factorise_conv10("--rank", "128"), "--prune", "0.3", "--share-bits", "8", "-o", out, "--quiet"
+    )
     assert code == 0, err
     assert "head.conv.conv  1000x512x1x1" in text and "written" in text  # the rank table, then the encoding
     again = create_model("squeezenet1_1", weights=out)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..models.low_rank import LowRank, factorizable, full_rank
+from ..models.low_rank import LowRank, factorizable, full_rank, put_layer
 
 __all__ = ["RankRow", "factorize", "rank_for_energy"]
 
@@ -127,13 +127,11 @@ def factorize(
         u, s, vh = torch.linalg.svd(_matrix(layer), full_matrices=False)
         kept = rank if rank is not None else rank_for_energy(s, float(energy))  # type: ignore[arg-type]
         before = _params(layer)
-        pair = LowRank(layer, kept)
-        share = float((s[:kept] ** 2).sum() / (s**2).sum().clamp_min(1e-300))
+        pair = _split(layer, kept, u, s, vh)
         if _params(pair) >= before:
             rows.append(RankRow(name, tuple(layer.weight.shape), top, None, before, before, 1.0))
             continue
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, _split(layer, kept, u, s, vh))
+        put_layer(model, name, pair)
+        share = float((s[:kept] ** 2).sum() / (s**2).sum().clamp_min(1e-300))
         rows.append(RankRow(name, tuple(layer.weight.shape), top, kept, before, _params(pair), share))
     return rows

@@ -153,6 +153,15 @@ def _convert(model: nn.Module, shape: tuple[int, int, int]) -> bytes:
 BIAS_FLOOR = 1e-4
 
 
+def operator_names(model: Any) -> list[str]:
+    """The builtin operator name (``"CONV_2D"`` ...) of each operator code of a TFLite
+    ``ModelT``, indexed as operators' ``opcodeIndex`` (old codes sit in the deprecated byte)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    names = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    return [names[max(code.builtinCode, code.deprecatedBuiltinCode)] for code in model.operatorCodes]
+
+
 def _weight_ranges(flatbuffer: bytes) -> dict[str, dict[str, np.ndarray]]:
     """The symmetric range of every convolution and fully connected weight tensor, per
     output channel, as the quantiser's statistics: ``127 * scale`` with the scale of
@@ -164,12 +173,8 @@ def _weight_ranges(flatbuffer: bytes) -> dict[str, dict[str, np.ndarray]]:
     from .quantize import grid_scales
 
     model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
-    axes = {
-        schema.BuiltinOperator.CONV_2D: 0,
-        schema.BuiltinOperator.DEPTHWISE_CONV_2D: 3,  # its weights are (1, H, W, C)
-        schema.BuiltinOperator.FULLY_CONNECTED: 0,
-    }
-    codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
+    axes = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}  # depthwise: (1, H, W, C)
+    names = operator_names(model)
 
     def constant(subgraph: Any, index: int) -> np.ndarray | None:
         if index < 0:  # an absent optional input (a convolution without bias)
@@ -183,7 +188,7 @@ def _weight_ranges(flatbuffer: bytes) -> dict[str, dict[str, np.ndarray]]:
     ranges = {}
     for subgraph in model.subgraphs:
         for op in subgraph.operators:
-            axis = axes.get(codes[op.opcodeIndex])
+            axis = axes.get(names[op.opcodeIndex])
             if axis is None or len(op.inputs) < 2:
                 continue
             weight = constant(subgraph, op.inputs[1])
@@ -306,8 +311,7 @@ def _float_outputs(manager: Any, float_model: bytes) -> None:
     from ai_edge_quantizer import algorithm_manager, qtyping
 
     model = schema.ModelT.InitFromPackedBuf(float_model, 0)
-    names = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
-    codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
+    names = operator_names(model)
     weighted = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
     for subgraph in model.subgraphs:
         outputs = set(subgraph.outputs)
@@ -316,7 +320,7 @@ def _float_outputs(manager: Any, float_model: bytes) -> None:
                 continue
             # The quantiser's scope of an operator is its output names, each followed by ";".
             scope = "(^|;)" + re.escape(subgraph.tensors[op.outputs[0]].name.decode()) + ";"
-            name = names[codes[op.opcodeIndex]]
+            name = names[op.opcodeIndex]
             keep_float = algorithm_manager.AlgorithmName.NO_QUANTIZE
             # The model's output is a virtual operator of the quantiser's: left alone, it
             # would quantise the float result again.

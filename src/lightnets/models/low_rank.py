@@ -21,7 +21,7 @@ from collections.abc import Mapping
 
 from torch import nn
 
-__all__ = ["LowRank", "factorizable", "factorize_to", "full_rank", "low_ranks"]
+__all__ = ["LowRank", "factorizable", "factorize_to", "full_rank", "low_ranks", "put_layer"]
 
 Factorizable = nn.Conv2d | nn.Linear
 
@@ -69,9 +69,10 @@ class LowRank(nn.Sequential):
         self.rank = rank
 
 
-def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+def put_layer(model: nn.Module, name: str, layer: nn.Module) -> None:
+    """Put ``layer`` in ``model`` in place of the submodule called ``name``."""
     parent_name, _, child = name.rpartition(".")
-    return (model.get_submodule(parent_name) if parent_name else model), child
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, layer)
 
 
 def factorize_to(model: nn.Module, ranks: Mapping[str, int]) -> nn.Module:
@@ -91,8 +92,7 @@ def factorize_to(model: nn.Module, ranks: Mapping[str, int]) -> nn.Module:
             pair = LowRank(layer, rank)
         except ValueError as error:
             raise ValueError(f"layer {name!r}: {error}") from None
-        parent, child = _parent(model, name)
-        setattr(parent, child, pair.to(next(layer.parameters()).device))
+        put_layer(model, name, pair.to(next(layer.parameters()).device))
     return model
 
 
