@@ -166,7 +166,8 @@ def write(rows: list[dict], args: argparse.Namespace, seconds: float) -> None:
         "",
         f"Machine: {platform.platform()}, {cpu_name()} ({os.cpu_count()} CPUs; {cpu_flags()}); "
         f"Python {platform.python_version()}, PyTorch {torch.__version__}, ONNX Runtime "
-        f"{__import__('onnxruntime').__version__}, onnx {__import__('onnx').__version__}.",
+        f"{__import__('onnxruntime').__version__}, onnx {__import__('onnx').__version__}; load average "
+        f"(1, 5, 15 min) {', '.join(f'{v:.1f}' for v in os.getloadavg())} when the report was written.",
         "",
         f"Evaluated on `{args.data}` ({rows[0]['images']} real ImageNet validation images, each "
         f"prepared with its weights' evaluation transform); calibrated on {args.calibration_images} "
