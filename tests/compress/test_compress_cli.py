@@ -14,6 +14,11 @@ BASE = ("compress", "squeezenet1_1", "--weights", "squeezenet1_1.gluon_npy")
         (("--prune", "-0.1"), "-0.1 is out of range"),
         (("--share-bits", "17"), "17 is out of range"),
         (("--share-bits", "0"), "0 is out of range"),
+        (("--qat-bits", "9"), "2..8 bits (int8 kernels hold at most 8), got 9"),
+        (("--qat-bits", "1"), "got 1"),
+        (("--qat-bits", "four"), "'four' is not a whole number of bits"),
+        (("--qat-bits", "8", "--prune", "0.5"), "replaces pruning and weight sharing"),
+        (("--qat-bits", "8", "--deep-compression", "x.net"), "its output is a .lnz file"),
     ],
 )
 def test_out_of_range_values_are_named(cli, tmp_path, options, message):
@@ -89,3 +94,19 @@ def test_compress_then_predict_and_eval(cli, tmp_path, weights_root, imagenet_sa
     image = next((imagenet_sample / "images").iterdir())
     code, text, err = cli("predict", str(image), "--weights", str(out), "--format", "json")
     assert code == 0, err
+
+
+def test_quantisation_aware_weights_are_read_by_eval(cli, tmp_path, weights_root, imagenet_sample):
+    out = tmp_path / "q4.lnz"
+    code, text, err = cli(
+        *BASE, "--qat-bits", "4", "--huffman", "-o", str(out), "--quiet", "--format", "json"
+    )
+    assert code == 0, err
+    summary = json.loads(text)
+    encodings = {row["encoding"] for row in summary["layers"]}
+    assert "grid" in encodings and summary["ratio"] > 6  # about 4 bits a weight, against 32
+    code, text, err = cli(
+        "eval", "--data", str(imagenet_sample), "--weights", str(out), "--limit", "20", "--format", "json"
+    )
+    assert code == 0, err
+    assert json.loads(text)["n"] == 20

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..arguments import at_least, number_in, positive_int
+from ..deploy.calibration import DEFAULT_CALIBRATION_IMAGES
 from ..files import write_bytes
 from ..render import FORMATS, render
 from ..weights.container import SUFFIX
@@ -33,6 +34,12 @@ Low-rank factorisation (--rank or --energy, on the layers --rank-layers names) r
 fully connected and ungrouped convolutions by two thin layers from their SVD (a 1x1 or
 fully connected layer by a rank-r pair, a k x k convolution by a k x 1 and a 1 x k one),
 where that is smaller; also a dense model, recovered by the same distillation.
+
+Quantisation-aware training (--qat-bits, instead of pruning and sharing) trains through
+quantised weights (per output channel, 2-8 bits; 2 is ternary) and 8-bit activations
+(ranges set on 256 recovery images) by the same distillation, and stores every weight as
+an integer of that many bits times its channel's scale. `lightnets export --int8` keeps
+QAT weights exactly (ONNX or TFLite).
 """
 
 EPILOG = """\
@@ -45,6 +52,8 @@ examples:
       --recovery-data imagenette/train --recovery-steps 300 -o mobilenet_v2_slim.safetensors
   lightnets compress --weights mobilenet_v1_075_192.tflite_uint8 --rank 128 --rank-layers head.fc \
       --recovery-data imagenette/train --recovery-steps 300 -o mobilenet_v1_lowrank.safetensors
+  lightnets compress --weights mobilenet_v1_025_128.tflite_uint8 --qat-bits 8 \
+      --recovery-data imagenette/train --recovery-steps 300 -o mobilenet_v1_025_qat.lnz
   lightnets eval --data imagenet-sample/ --weights squeezenet1_1.lnz
 """
 
@@ -55,6 +64,20 @@ def bits_type(text: str) -> int:
     if value > 16:
         raise argparse.ArgumentTypeError(f"{value} is out of range: give a whole number of bits in 1..16")
     return value
+
+
+def qat_bits_type(text: str) -> int:
+    """``--qat-bits``: a whole number in 2..8."""
+    from .qat import check_qat_bits
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of bits") from None
+    try:
+        return check_qat_bits(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_compress_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -112,6 +135,14 @@ def add_compress_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="PATTERN",
         help="layers to factorise, by name or shell pattern (default all: fully connected and "
         "ungrouped convolutions, where the pair is smaller), e.g. head.fc 'features.*.pointwise.conv'",
+    )
+    q = p.add_argument_group("quantisation-aware training (instead of --prune, --sparsities, --share-bits)")
+    q.add_argument(
+        "--qat-bits",
+        type=qat_bits_type,
+        metavar="BITS",
+        help="weights of BITS bits (2-8) per output channel, activations 8 bits; trained for "
+        "--recovery-steps steps (0: weights rounded, no training)",
     )
     r = p.add_argument_group("recovery (distillation from the uncompressed model)")
     r.add_argument("--recovery-data", action="append", metavar="DIR", help="a folder of images (repeatable)")
@@ -190,6 +221,13 @@ def cmd_compress(args: argparse.Namespace) -> int:
             "--deep-compression cannot hold a model narrowed by --channels or factorised by --rank / "
             f"--energy (the .net format has no shapes); write the {SUFFIX} file alone"
         )
+    if args.qat_bits is not None and (args.deep_compression or dense):
+        raise ValueError(
+            f"--qat-bits writes integer weights and their scales: its output is a {SUFFIX} file "
+            "(the .net format and .safetensors hold no scales)"
+        )
+    if args.qat_bits is not None and args.reconstruct_images:
+        raise ValueError("--reconstruct-images refits pruned or shared layers; --qat-bits trains instead")
     if args.deep_compression and args.share_bits is None:
         raise ValueError("--deep-compression needs --share-bits (at most 8)")
     if (args.recovery_steps or args.reconstruct_images) and not args.recovery_data:
@@ -211,10 +249,14 @@ def cmd_compress(args: argparse.Namespace) -> int:
             cache_dir=args.teacher_cache,
         )
     calibration = None
-    if args.reconstruct_images and paths is not None:  # paths: --recovery-data, required above
+    # The layer-wise refit's images, or the activation ranges quantisation-aware training starts from.
+    calibration_images = args.reconstruct_images or (
+        DEFAULT_CALIBRATION_IMAGES if args.qat_bits is not None else None
+    )
+    if calibration_images and paths is not None:  # paths: --recovery-data, required above
         from .recovery import load_batches
 
-        chosen = paths[:: max(1, len(paths) // args.reconstruct_images)][: args.reconstruct_images]
+        chosen = paths[:: max(1, len(paths) // calibration_images)][:calibration_images]
         calibration = load_batches(
             chosen, transform_of(model), args.recovery_batch, not args.quiet, "calibration"
         )
@@ -237,6 +279,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         prune_stages=args.prune_stages,
         calibration=calibration,
         progress=not args.quiet,
+        qat_bits=args.qat_bits,
     )
     metadata = json.loads(metadata_json(model, name, getattr(model, "model_kwargs", {})))
     metadata["converted_from"] = str(args.weights)

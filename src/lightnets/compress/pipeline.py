@@ -1,5 +1,9 @@
 """Deep Compression of a trained model: fold, prune, recover, share, recover, encode.
 
+Or, instead of pruning and sharing, quantisation-aware training (:mod:`.qat`): fold,
+put quantisers on every layer, recover through them, encode each weight as a low-bit
+integer times its channel's scale.
+
 :func:`compress_model` runs the steps the options ask for on a copy of the model and
 returns a :class:`Compressed` result: the compressed model (BatchNorm folded, pruned
 weights zero, shared weights equal to their centroids), its encoded tensors and a
@@ -22,8 +26,9 @@ from tqdm import tqdm
 
 from ..data.transforms import EvalTransform
 from ..deploy.fold import fold_batchnorm
-from ..weights.container import EncodedTensor, encode_tensor, write_container
+from ..weights.container import EncodedTensor, encode_grid, encode_tensor, write_container
 from .pruning import finish, gradual_sparsity, prunable_layers, prune, resolve_sparsities
+from .qat import calibrate_ranges, check_qat_bits, finish_qat, prepare_qat, set_observing
 from .reconstruction import reconstruct
 from .recovery import recover
 from .sharing import SharedLayer, check_bits, codebooks, share_weights
@@ -68,6 +73,7 @@ class Compressed:
     # step -> peak bytes traced by tracemalloc: NumPy and Python objects, not PyTorch tensors
     peak_memory: dict[str, int] = field(default_factory=dict)
     losses: list[float] = field(default_factory=list)
+    grids: dict[str, tuple[int, np.ndarray]] = field(default_factory=dict)  # QAT: (bits, scales)
 
     def rows(self) -> list[LayerRow]:
         rows = []
@@ -93,17 +99,26 @@ class Compressed:
 
 
 def encode_model(
-    model: nn.Module, shared: Mapping[str, SharedLayer], use_huffman: bool, progress: bool = False
+    model: nn.Module,
+    shared: Mapping[str, SharedLayer],
+    use_huffman: bool,
+    progress: bool = False,
+    grids: Mapping[str, tuple[int, np.ndarray]] | None = None,
 ) -> list[EncodedTensor]:
     """Every tensor of ``model``'s state dict encoded: shared layers with their codebook,
+    quantisation-aware trained layers (``grids``: bits and per-channel scales) as integers,
     other multi-dimensional weights as dense or sparse float32 (the smaller), the rest dense."""
+    grids = grids or {}
     out = []
     pruned = {f"{name}.weight" for name in prunable_layers(model)}
     state = model.state_dict()
     for key in tqdm(state, desc="encode", unit="tensor", disable=not progress):
         array = state[key].detach().cpu().numpy()
         layer = key.removesuffix(".weight")
-        if key.endswith(".weight") and layer in shared:
+        if key.endswith(".weight") and layer in grids:
+            bits, scales = grids[layer]
+            out.append(encode_grid(key, array, scales, bits, use_huffman=use_huffman))
+        elif key.endswith(".weight") and layer in shared:
             out.append(
                 encode_tensor(key, array, shared[layer].codebook, shared[layer].bits, use_huffman=use_huffman)
             )
@@ -158,6 +173,7 @@ def compress_model(
     prune_stages: int = 1,
     calibration: Sequence[Tensor] | None = None,
     progress: bool = True,
+    qat_bits: int | None = None,
 ) -> Compressed:
     """Compress a copy of ``model`` (``model`` itself is not changed).
 
@@ -171,9 +187,22 @@ def compress_model(
     float model by least squares right after pruning, and shared right after its refit
     (:func:`.reconstruction.reconstruct`); distillation, if asked, then trains the
     centroids and biases.
+
+    ``qat_bits`` (2-8) trains with quantised weights and activations instead
+    (:mod:`.qat`): the activation ranges are set on ``calibration`` (else followed as
+    moving averages), then ``recovery.steps`` steps train through the quantisers, and
+    every weight is stored as a ``qat_bits``-bit integer times its channel's scale. It
+    excludes pruning and sharing.
     """
     if isinstance(bits, int) or isinstance(bits, bool):
         check_bits(bits)
+    if qat_bits is not None:
+        check_qat_bits(qat_bits)
+        if bits is not None or sparsity or sparsities:
+            raise ValueError(
+                "quantisation-aware training replaces pruning and weight sharing: ask for it alone"
+            )
+        return _quantisation_aware(model, qat_bits, use_huffman, recovery, calibration, progress)
     if prune_stages < 1:
         raise ValueError(f"prune_stages must be at least 1, got {prune_stages}")
     timings: dict[str, float] = {}
@@ -229,3 +258,36 @@ def compress_model(
     with _Step(timings, memory, "encode (Huffman)" if use_huffman else "encode"):
         tensors = encode_model(work, shared, use_huffman, progress=progress)
     return Compressed(work, tensors, shared, table, timings, memory, losses)
+
+
+def _quantisation_aware(
+    model: nn.Module,
+    bits: int,
+    use_huffman: bool,
+    recovery: Recovery | None,
+    calibration: Sequence[Tensor] | None,
+    progress: bool,
+) -> Compressed:
+    timings: dict[str, float] = {}
+    memory: dict[str, int] = {}
+    with _Step(timings, memory, "fold"):
+        work = fold_batchnorm(copy.deepcopy(model), inplace=True)
+        teacher = copy.deepcopy(work).eval().requires_grad_(False)
+    with _Step(timings, memory, "quantisers"):
+        prepare_qat(work, bits)
+        if calibration is not None:
+            calibrate_ranges(work, calibration)
+    losses: list[float] = []
+    if recovery is not None and recovery.steps:
+        start = time.perf_counter()
+        losses = run_recovery(
+            work, teacher, recovery, recovery.steps, 100, "quantisation-aware training", progress
+        )
+        timings["quantisation-aware training"] = time.perf_counter() - start
+    set_observing(work, False)
+    grids = finish_qat(work)
+    work.requires_grad_(False)
+    work.eval()
+    with _Step(timings, memory, "encode (Huffman)" if use_huffman else "encode"):
+        tensors = encode_model(work, {}, use_huffman, progress=progress, grids=grids)
+    return Compressed(work, tensors, {}, {}, timings, memory, losses, grids=grids)

@@ -10,9 +10,10 @@ The layout is written down in ``docs/compressed_format.md``. In short (little-en
     payload     each tensor's sections, in table order, back to back
 
 Every tensor is ``dense`` (float32 values), ``sparse`` (float32 values of the stored
-entries, positions as gaps) or ``shared`` (a float32 codebook whose entry 0 is 0.0, a
+entries, positions as gaps), ``shared`` (a float32 codebook whose entry 0 is 0.0, a
 codebook index per stored entry, positions as gaps unless ``gap_bits`` is 0, meaning
-every position is stored). Index and gap streams are canonical Huffman codes (their
+every position is stored) or ``grid`` (a float32 scale per output channel and a signed
+integer per value: quantisation-aware trained weights). Index and gap streams are canonical Huffman codes (their
 code lengths stored as one byte per symbol) or fixed-width codes.
 
 Reading is as careful as for every other weights file: the sizes in the header are
@@ -47,6 +48,7 @@ __all__ = [
     "EncodedTensor",
     "decode_container",
     "encode_container",
+    "encode_grid",
     "encode_tensor",
     "is_container",
     "read_container",
@@ -70,7 +72,7 @@ MAX_TOTAL_ELEMENTS = 1 << 31
 MAX_DIMS = 8
 MAX_BITS = 16
 MAX_GAP_BITS = 16
-ENCODINGS = ("dense", "sparse", "shared")
+ENCODINGS = ("dense", "sparse", "shared", "grid")
 
 
 class ContainerError(WeightsError):
@@ -132,6 +134,43 @@ def _codes_of(flat: np.ndarray, codebook: np.ndarray, name: str) -> np.ndarray:
             f"(first: {float(values[bad][0])!r}); share the weights before encoding"
         )
     return index[inverse].astype(np.int64)
+
+
+def encode_grid(
+    name: str, array: np.ndarray, scales: np.ndarray, bits: int, use_huffman: bool = True
+) -> EncodedTensor:
+    """Encode weights that are ``integer * scale`` per output channel (axis 0), the integers
+    in ``-(2**(bits-1))..2**(bits-1) - 1``: the scales, then one ``bits``-bit symbol
+    (integer + ``2**(bits-1)``) per value. ``ValueError`` if a value is off its grid."""
+    if not 1 <= bits <= MAX_BITS:
+        raise ValueError(f"{name}: bits must lie in 1..{MAX_BITS}, got {bits}")
+    array = np.ascontiguousarray(np.asarray(array, dtype=np.float32))
+    scales = np.asarray(scales, dtype=np.float32).reshape(-1)
+    if (
+        array.ndim < 1
+        or scales.size != array.shape[0]
+        or not (np.isfinite(scales).all() and (scales > 0).all())
+    ):
+        raise ValueError(f"{name}: needs one positive scale per output channel ({array.shape[0]})")
+    rows = array.reshape(array.shape[0], -1)
+    offset = 1 << (bits - 1)
+    integers = np.rint(rows / scales[:, None])
+    if np.abs(integers + 0.5).max(initial=0) > offset or not np.array_equal(
+        (integers.astype(np.float32) * scales[:, None]).astype(np.float32), np.where(rows == 0, 0, rows)
+    ):
+        raise ValueError(f"{name}: its values are not {bits}-bit integers times their channel's scale")
+    symbols = (integers.astype(np.int64) + offset).reshape(-1)
+    coding, streams = _symbol_stream(symbols, bits, use_huffman)
+    entry = {
+        "name": name,
+        "shape": [int(d) for d in array.shape],
+        "nonzeros": int(np.count_nonzero(rows)),
+        "encoding": "grid",
+        "bits": bits,
+        "stored": int(symbols.size),
+        "index_code": coding,
+    }
+    return EncodedTensor(entry, [scales.astype("<f4").tobytes(), *streams])
 
 
 def encode_tensor(
@@ -354,6 +393,8 @@ def _decode_tensor(entry: dict, sections: list[bytes], source: str) -> np.ndarra
         return np.frombuffer(sections[0], dtype="<f4").astype(np.float32).reshape(shape)
     stored = _int(entry.get("stored"), 0, size, f"{name} stored", source)
     nonzeros = _int(entry.get("nonzeros"), 0, size, f"{name} nonzeros", source)
+    if encoding == "grid":
+        return _decode_grid(entry, sections, name, shape, size, stored, nonzeros, source)
     if encoding == "sparse":
         gap_bits = _int(entry.get("gap_bits"), 1, MAX_GAP_BITS, f"{name} gap_bits", source)
         values_bytes = sections.pop(0) if sections else b""
@@ -391,6 +432,37 @@ def _decode_tensor(entry: dict, sections: list[bytes], source: str) -> np.ndarra
     flat[positions] = values
     if not np.isfinite(flat).all():
         raise ContainerError(f"{source}: {name} holds non-finite values")
+    if int(np.count_nonzero(flat)) != nonzeros:
+        raise ContainerError(
+            f"{source}: {name} decodes to {np.count_nonzero(flat):,} non-zeros, not {nonzeros:,}"
+        )
+    return flat.reshape(shape)
+
+
+def _decode_grid(
+    entry: dict,
+    sections: list[bytes],
+    name: str,
+    shape: tuple[int, ...],
+    size: int,
+    stored: int,
+    nonzeros: int,
+    source: str,
+) -> np.ndarray:
+    bits = _int(entry.get("bits"), 1, MAX_BITS, f"{name} bits", source)
+    if not shape or stored != size:
+        raise ContainerError(f"{source}: {name}: a grid tensor stores each of its {size:,} values")
+    scale_bytes = sections.pop(0) if sections else b""
+    if len(scale_bytes) != 4 * shape[0]:
+        raise ContainerError(f"{source}: {name}: needs {shape[0]} float32 scales, one per output channel")
+    scales = np.frombuffer(scale_bytes, dtype="<f4").astype(np.float32)
+    if not (np.isfinite(scales).all() and (scales > 0).all()):
+        raise ContainerError(f"{source}: {name}: its scales must be finite and positive")
+    symbols = _decode_stream(sections, entry.get("index_code"), bits, stored, f"{name} integers", source)
+    if sections:
+        raise ContainerError(f"{source}: {name}: {len(sections)} sections left over")
+    integers = (symbols - (1 << (bits - 1))).astype(np.float32).reshape(shape[0], -1)
+    flat = (integers * scales[:, None]).astype(np.float32)  # 0 * scale is +0.0, as encoded
     if int(np.count_nonzero(flat)) != nonzeros:
         raise ContainerError(
             f"{source}: {name} decodes to {np.count_nonzero(flat):,} non-zeros, not {nonzeros:,}"
