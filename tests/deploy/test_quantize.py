@@ -42,6 +42,14 @@ def evaluation_images(imagenet_sample, model, count):
     )
 
 
+def test_a_channel_of_one_magnitude_is_on_a_grid():
+    """A ternary channel (every non-zero weight +-s) has no gap between magnitudes to read
+    its step from: the magnitude itself is the step."""
+    weight = np.array([[0.2718, -0.2718, 0.0, 0.2718], [0.1, 0.2, -0.3, 0.0]], dtype=np.float32)
+    assert weight_grid_step(weight[0]) == pytest.approx(0.2718)
+    np.testing.assert_allclose(grid_scales(weight), [0.2718, 0.1], rtol=1e-5)
+
+
 def test_grid_scales_keep_quantised_weights_exact():
     rng = np.random.default_rng(0)
     step = 0.0173

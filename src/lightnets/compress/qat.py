@@ -23,7 +23,7 @@ stores each weight as ``bits``-bit integers and a scale per channel (``grid`` en
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -214,42 +214,22 @@ def set_observing(model: nn.Module, observing: bool) -> None:
 
 
 @torch.no_grad()
-def calibrate_ranges(model: nn.Module, batches: Sequence[Tensor], clip: bool = True) -> None:
-    """Set every activation range from ``model``'s values on ``batches`` and keep it
-    there (``observing`` off): their extremes, narrowed with ``clip`` to the fraction of
-    themselves with the least squared int8 error, as lightnets' int8 TFLite recipe
-    calibrates (:func:`lightnets.deploy.tflite.least_error_fraction`)."""
-    from ..deploy.tflite import CLIP_IMAGES, CLIP_SAMPLE, least_error_fraction
+def calibrate_ranges(model: nn.Module, batches: Iterable[Tensor]) -> None:
+    """Set every activation range to the extremes ``model`` reaches on ``batches`` and keep
+    it there (``observing`` off): the ranges a min/max calibration of the int8 export
+    finds, so training adapts the weights to the steps the deployed model will use.
 
+    (Ranges narrowed to their least-squared-error fraction, as the int8 TFLite recipe
+    narrows them, simulated 2 points worse on MobileNet v1 0.25 before training.)"""
     quantizers = [m for m in model.modules() if isinstance(m, ActivationQuantizer)]
-    samples: dict[ActivationQuantizer, list[Tensor]] = {q: [] for q in quantizers}
-    pick = torch.Generator().manual_seed(0)
-    seen = 0
-
-    def keep(q: ActivationQuantizer, inputs: tuple[Tensor, ...]) -> None:
-        if clip and seen < CLIP_IMAGES:
-            flat = inputs[0].detach().reshape(-1)
-            samples[q].append(flat[torch.randint(0, flat.numel(), (CLIP_SAMPLE,), generator=pick)])
-
-    handles = [q.register_forward_pre_hook(keep) for q in quantizers]
     for q in quantizers:
         q.low.fill_(float("nan"))
         q.high.fill_(float("nan"))
         q.momentum, q.observing = None, True
-    try:
-        for batch in batches:
-            model(batch)
-            seen += len(batch)
-    finally:
-        for handle in handles:
-            handle.remove()
+    for batch in batches:
+        model(batch)
     for q in quantizers:
         q.observing = False
-        if samples[q]:
-            values = torch.cat(samples[q]).float().numpy()
-            fraction = least_error_fraction(values, float(q.low), float(q.high))
-            q.low.mul_(fraction)
-            q.high.mul_(fraction)
 
 
 def grid_layers(model: nn.Module) -> dict[str, tuple[int, np.ndarray]]:

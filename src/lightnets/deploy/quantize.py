@@ -88,7 +88,8 @@ def weight_grid_step(weight: Any, max_levels: int = 4096, tolerance: float = 2e-
     if values.size < 2:
         return None
     unique = np.unique(values)
-    candidate = float(min(np.diff(unique).min(), unique[0]))
+    # One magnitude (a ternary channel, say): that magnitude or a divisor of it is the step.
+    candidate = float(min(np.diff(unique).min(), unique[0])) if unique.size > 1 else float(unique[0])
     # With few values the smallest gap may be a multiple of the step: try its divisors.
     for divisor in range(1, 17):
         step = candidate / divisor
