@@ -77,7 +77,9 @@ def main() -> None:
     if run.returncode:
         sys.exit(f"compress failed:\n{run.stderr[-3000:]}")
     table = run.stdout
-    timings = [line for line in run.stderr.splitlines() if line.startswith("time:")]
+    timings = [
+        line for line in run.stderr.splitlines() if line.startswith(("time:", "peak resident memory:"))
+    ]
     compressed = lightnets.create_model("squeezenet1_1", weights=args.out)
     result = evaluate(compressed, IMAGENET_SAMPLE, progress=False)
     if args.float_top1 is None:
@@ -102,7 +104,7 @@ def main() -> None:
     lines = [
         machine_header("SqueezeNet 1.1, Deep Compression without ImageNet"),
         f"- Compress command ({seconds / 60:.1f} min wall): `{shown}`",
-        f"- {timings[0] if timings else ''}",
+        *[f"- {line}" for line in timings],
         "- Recovery images: Imagenette train (subset + extra); the 500-image evaluation sample is never used",
         "",
         "| weights | bytes | MB | top-1 % (500-image sample) | top-5 % |",

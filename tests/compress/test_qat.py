@@ -2,6 +2,7 @@
 encoding, and the int8 export keeping the trained weights exactly."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -133,6 +134,11 @@ def test_qat_without_training_writes_a_file_every_command_reads(tmp_path):
     x = torch.randn(2, 3, 96, 96)
     torch.testing.assert_close(loaded(x), compressed.model(x), atol=1e-4, rtol=1e-4)
     assert size == path.stat().st_size
+    # Each step's time and the process's peak resident memory during it (Linux reports it).
+    assert set(compressed.timings) == {"fold", "quantisers", "encode (Huffman)"}
+    if sys.platform == "linux":
+        assert set(compressed.peak_memory) == set(compressed.timings)
+        assert all(50 << 20 < peak < 8 << 30 for peak in compressed.peak_memory.values())
 
 
 def test_quantisation_aware_training_refuses_pruning_and_sharing():

@@ -302,6 +302,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
                     "file_bytes": size,
                     "ratio": ratio,
                     "timings_s": compressed.timings,
+                    "peak_memory_bytes": compressed.peak_memory,
                 },
                 indent=2,
             )
@@ -319,6 +320,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
         )
         steps = ", ".join(f"{k} {v:.1f} s" for k, v in compressed.timings.items())
         print(f"time: {steps}", file=sys.stderr)
+        if compressed.peak_memory:
+            peaks = ", ".join(f"{k} {v / 2**20:,.0f} MB" for k, v in compressed.peak_memory.items())
+            print(f"peak resident memory: {peaks}", file=sys.stderr)
     return 0
 
 

@@ -12,10 +12,10 @@ per-layer summary, ready for :meth:`Compressed.save` as a lightnets container.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
-import tracemalloc
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,7 +70,7 @@ class Compressed:
     shared: dict[str, SharedLayer]
     sparsities: dict[str, float]
     timings: dict[str, float] = field(default_factory=dict)  # step -> seconds
-    # step -> peak bytes traced by tracemalloc: NumPy and Python objects, not PyTorch tensors
+    # step -> the process's peak resident bytes during it (Linux; empty elsewhere)
     peak_memory: dict[str, int] = field(default_factory=dict)
     losses: list[float] = field(default_factory=list)
     grids: dict[str, tuple[int, np.ndarray]] = field(default_factory=dict)  # QAT: (bits, scales)
@@ -129,19 +129,36 @@ def encode_model(
     return out
 
 
-class _Step:
-    def __init__(self, result: dict[str, float], memory: dict[str, int], name: str) -> None:
-        self.result, self.memory, self.name = result, memory, name
+def _resident_peak(reset: bool = False) -> int | None:
+    """The process's peak resident memory in bytes since the last reset (Linux's VmHWM;
+    writing 5 to clear_refs resets it); None where the kernel does not say."""
+    try:
+        if reset:
+            Path("/proc/self/clear_refs").write_text("5")
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
-    def __enter__(self) -> None:
-        self.start = time.perf_counter()
-        tracemalloc.start()
 
-    def __exit__(self, *exc: object) -> None:
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        self.result[self.name] = self.result.get(self.name, 0.0) + time.perf_counter() - self.start
-        self.memory[self.name] = max(self.memory.get(self.name, 0), peak)
+class _Steps:
+    """Seconds and peak resident memory of each named step (summed / maxed over repeats)."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self.memory: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        _resident_peak(reset=True)
+        start = time.perf_counter()
+        yield
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+        peak = _resident_peak()
+        if peak is not None:
+            self.memory[name] = max(self.memory.get(name, 0), peak)
 
 
 def run_recovery(
@@ -205,59 +222,50 @@ def compress_model(
         return _quantisation_aware(model, qat_bits, use_huffman, recovery, calibration, progress)
     if prune_stages < 1:
         raise ValueError(f"prune_stages must be at least 1, got {prune_stages}")
-    timings: dict[str, float] = {}
-    memory: dict[str, int] = {}
-    with _Step(timings, memory, "fold"):
+    step = _Steps()
+    with step("fold"):
         work = fold_batchnorm(copy.deepcopy(model), inplace=True)
-        teacher = copy.deepcopy(work).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
+        teacher = copy.deepcopy(work).eval().requires_grad_(False)
     table = resolve_sparsities(work, sparsity, sparsities)
     losses: list[float] = []
     shared: dict[str, SharedLayer] = {}
     if calibration is not None:
-        with _Step(timings, memory, "prune"):
+        with step("prune"):
             prune(work, sparsities=table)
-        start = time.perf_counter()
-        reconstruct(work, teacher, calibration, bits, progress=progress)
-        timings["reconstruct"] = time.perf_counter() - start
+        with step("reconstruct"):
+            reconstruct(work, teacher, calibration, bits, progress=progress)
         if recovery is not None and recovery.steps:
-            start = time.perf_counter()
-            losses += run_recovery(work, teacher, recovery, recovery.steps, 100, "recovery", progress)
-            timings["recovery"] = time.perf_counter() - start
+            with step("recovery"):
+                losses += run_recovery(work, teacher, recovery, recovery.steps, 100, "recovery", progress)
         if bits is not None:
             shared = codebooks(work)
     else:
         if any(table.values()):
             for stage in range(1, prune_stages + 1):
-                with _Step(timings, memory, "prune"):
+                with step("prune"):
                     prune(
                         work,
                         sparsities={k: gradual_sparsity(v, stage, prune_stages) for k, v in table.items()},
                     )
                 if recovery is not None and recovery.steps:
                     steps = max(1, recovery.steps // prune_stages)
-                    start = time.perf_counter()
                     desc = f"recovery after pruning ({stage}/{prune_stages})"
-                    losses += run_recovery(work, teacher, recovery, steps, stage, desc, progress)
-                    timings["recovery (pruning)"] = (
-                        timings.get("recovery (pruning)", 0.0) + time.perf_counter() - start
-                    )
+                    with step("recovery (pruning)"):
+                        losses += run_recovery(work, teacher, recovery, steps, stage, desc, progress)
         if bits is not None:
-            with _Step(timings, memory, "share (k-means)"):
+            with step("share (k-means)"):
                 share_weights(work, bits, trainable=True)
             if recovery is not None and recovery.steps:
-                start = time.perf_counter()
                 desc = "recovery of the shared weights"
-                losses += run_recovery(work, teacher, recovery, recovery.steps, 100, desc, progress)
-                timings["recovery (sharing)"] = time.perf_counter() - start
+                with step("recovery (sharing)"):
+                    losses += run_recovery(work, teacher, recovery, recovery.steps, 100, desc, progress)
             shared = codebooks(work)
     finish(work)
     work.requires_grad_(False)
     work.eval()
-    with _Step(timings, memory, "encode (Huffman)" if use_huffman else "encode"):
+    with step("encode (Huffman)" if use_huffman else "encode"):
         tensors = encode_model(work, shared, use_huffman, progress=progress)
-    return Compressed(work, tensors, shared, table, timings, memory, losses)
+    return Compressed(work, tensors, shared, table, step.timings, step.memory, losses)
 
 
 def _quantisation_aware(
@@ -268,26 +276,24 @@ def _quantisation_aware(
     calibration: Sequence[Tensor] | None,
     progress: bool,
 ) -> Compressed:
-    timings: dict[str, float] = {}
-    memory: dict[str, int] = {}
-    with _Step(timings, memory, "fold"):
+    step = _Steps()
+    with step("fold"):
         work = fold_batchnorm(copy.deepcopy(model), inplace=True)
         teacher = copy.deepcopy(work).eval().requires_grad_(False)
-    with _Step(timings, memory, "quantisers"):
+    with step("quantisers"):
         prepare_qat(work, bits)
         if calibration is not None:
             calibrate_ranges(work, calibration)
     losses: list[float] = []
     if recovery is not None and recovery.steps:
-        start = time.perf_counter()
-        losses = run_recovery(
-            work, teacher, recovery, recovery.steps, 100, "quantisation-aware training", progress
-        )
-        timings["quantisation-aware training"] = time.perf_counter() - start
+        with step("quantisation-aware training"):
+            losses = run_recovery(
+                work, teacher, recovery, recovery.steps, 100, "quantisation-aware training", progress
+            )
     set_observing(work, False)
     grids = finish_qat(work)
     work.requires_grad_(False)
     work.eval()
-    with _Step(timings, memory, "encode (Huffman)" if use_huffman else "encode"):
+    with step("encode (Huffman)" if use_huffman else "encode"):
         tensors = encode_model(work, {}, use_huffman, progress=progress, grids=grids)
-    return Compressed(work, tensors, {}, {}, timings, memory, losses, grids=grids)
+    return Compressed(work, tensors, {}, {}, step.timings, step.memory, losses, grids=grids)
