@@ -98,6 +98,24 @@ def test_mobilenet_v2_expansion_factor():
     assert model.features[1].hidden_channels == 32  # the first block keeps t = 1
 
 
+def test_mobilenet_v2_non_linear_bottleneck_adds_only_a_relu6_after_each_projection():
+    linear = lightnets.create_model("mobilenet_v2")
+    relu6 = lightnets.create_model("mobilenet_v2", bottleneck="relu6")
+    blocks = [m for m in relu6.modules() if isinstance(m, lightnets.layers.InvertedResidual)]
+    assert len(blocks) == 17
+    assert all(isinstance(getattr(b.project, "act", None), torch.nn.ReLU6) for b in blocks)
+    assert not any(
+        isinstance(getattr(m.project, "act", None), torch.nn.ReLU6)
+        for m in linear.modules()
+        if isinstance(m, lightnets.layers.InvertedResidual)
+    )
+    assert profile(linear).params == profile(relu6).params
+    x = torch.randn(1, 3, 96, 96)
+    relu6.load_state_dict(linear.state_dict())
+    with torch.no_grad():  # block 2 has no shortcut: its output is the projection's
+        assert linear.eval().features[:3](x).min() < 0 <= relu6.eval().features[:3](x).min()
+
+
 def test_squeezenet_1_0_per_layer_parameters_equal_table_1():
     model = lightnets.create_model("squeezenet1_0")
     table1 = {
@@ -181,6 +199,7 @@ def test_shufflenet_without_shuffle_differs_only_by_the_shuffle():
         ("mobilenet_v1", {"variant": "deep"}, r"unknown MobileNet v1 variant 'deep'"),
         ("mobilenet_v2", {"width": 0.0}, r"width must be in \(0, 2\], got 0.0"),
         ("mobilenet_v2", {"expansion": 0.5}, r"expansion factor t must be >= 1, got 0.5"),
+        ("mobilenet_v2", {"bottleneck": "relu"}, r"unknown bottleneck 'relu'; expected one of"),
         ("shufflenet_v1", {"groups": 5}, r"groups must be one of \[1, 2, 3, 4, 8\] \(Table 1\), got 5"),
         ("shufflenet_v1", {"scale": 0}, r"scale must be in \(0, 2\]"),
         ("squeezenet1_0", {"bypass": "full"}, r"unknown bypass 'full'"),

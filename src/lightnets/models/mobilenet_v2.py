@@ -28,13 +28,15 @@ BOTTLENECKS = (
     (6, 320, 1, 1),
 )
 HEAD_CHANNELS = 1280
+BOTTLENECK_KINDS = ("linear", "relu6")
 
 
 class MobileNetV2(Classifier):
     """MobileNetV2: stem conv, 17 inverted residual blocks, 1x1 conv to 1280, pool, FC.
 
     ``expansion`` replaces every t = 6 of Table 2 (the paper's ablations vary it); the
-    first block keeps t = 1.
+    first block keeps t = 1. ``bottleneck="relu6"`` ends every block's projection with a
+    ReLU6, the non-linear bottleneck the paper's Figure 6a compares with its linear one.
     """
 
     def __init__(
@@ -45,11 +47,15 @@ class MobileNetV2(Classifier):
         dropout: float = 0.2,
         in_channels: int = 3,
         padding: str = "symmetric",
+        bottleneck: str = "linear",
     ) -> None:
         if not 0 < width <= 2:
             raise ValueError(f"MobileNetV2 width must be in (0, 2], got {width!r}")
         if padding not in PADDINGS:
             raise ValueError(f"unknown padding {padding!r}; expected one of {PADDINGS}")
+        if bottleneck not in BOTTLENECK_KINDS:
+            raise ValueError(f"unknown bottleneck {bottleneck!r}; expected one of {BOTTLENECK_KINDS}")
+        project_act = None if bottleneck == "linear" else "relu6"
         if not expansion >= 1:
             raise ValueError(f"MobileNetV2 expansion factor t must be >= 1, got {expansion!r}")
         stack = FeatureStack(in_channels)
@@ -61,7 +67,9 @@ class MobileNetV2(Classifier):
             for i in range(n):
                 stride = s if i == 0 else 1
                 hidden = make_divisible(stack.channels * factor) if factor != 1 else stack.channels
-                block = InvertedResidual(stack.channels, out, stride, hidden, padding=padding)
+                block = InvertedResidual(
+                    stack.channels, out, stride, hidden, padding=padding, project_act=project_act
+                )
                 stack.add(block, out, stride)
         head = make_divisible(HEAD_CHANNELS * width) if width > 1.0 else HEAD_CHANNELS
         stack.add(ConvBNAct(stack.channels, head, 1, act="relu6"), head)
@@ -69,6 +77,7 @@ class MobileNetV2(Classifier):
         self.width = width
         self.expansion = expansion
         self.padding = padding
+        self.bottleneck = bottleneck
 
 
 @register_model(
@@ -88,6 +97,7 @@ def mobilenet_v2(
     dropout: float = 0.2,
     in_channels: int = 3,
     padding: Literal["symmetric", "tf_same"] = "symmetric",
+    bottleneck: Literal["linear", "relu6"] = "linear",
 ) -> MobileNetV2:
     """MobileNetV2 (Sandler et al., 2018), the paper's Table 2.
 
@@ -95,5 +105,6 @@ def mobilenet_v2(
         width: width multiplier alpha, scales every layer's channels (rounded to a multiple of 8), in (0, 2]; the paper uses 0.35 to 1.4, and the last 1280-channel layer only grows.
         expansion: expansion factor t of every inverted residual block but the first (which keeps t = 1), a number >= 1; Table 2 uses 6.
         padding: padding of the strided convolutions, 'symmetric' (PyTorch's) or 'tf_same' (TensorFlow's, for weights trained there).
+        bottleneck: 'linear' (the paper's design) or 'relu6' (a ReLU6 after every projection, the ablation of Figure 6a).
     """
-    return MobileNetV2(width, expansion, num_classes, dropout, in_channels, padding)
+    return MobileNetV2(width, expansion, num_classes, dropout, in_channels, padding, bottleneck)
