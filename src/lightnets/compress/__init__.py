@@ -9,6 +9,8 @@
   canonical Huffman codes) is a weights format: :mod:`lightnets.weights.container`, so
   that every command reads it as ``--weights`` without the compression stage;
   :mod:`.authors_format` writes the authors' ``.net``;
+* :mod:`.qat`: quantisation-aware training (per-channel weights of 2-8 bits, 8-bit
+  activations), stored as integers and scales;
 * :mod:`.recovery`: distillation from the uncompressed model on available images;
 * :mod:`.pipeline`: :func:`compress_model`, the steps in order.
 
@@ -35,6 +37,8 @@ _EXPORTS = {
     "write_deep_compression": "authors_format",
     "recover": "recovery",
     "sensitivity_scan": "sensitivity",
+    "prepare_qat": "qat",
+    "finish_qat": "qat",
 }
 
 __all__ = sorted([*_EXPORTS, "read_container", "write_container", "encode_tensor"])

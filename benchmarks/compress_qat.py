@@ -1,0 +1,147 @@
+"""Quantisation-aware training against post-training int8, and 4-bit weights.
+
+    python benchmarks/compress_qat.py [--recovery-steps 400] [--models ...]
+
+For each case, the float model's weights are put on a per-channel grid of ``bits`` bits
+(``lightnets compress --qat-bits BITS``) twice: rounded without training (at 8 bits,
+exactly what post-training int8 quantisation does to them), and after
+``--recovery-steps`` steps of quantisation-aware training (8-bit activations simulated,
+distillation from the float model on Imagenette training images; Adam, batch 32,
+``--lr``; activation ranges fixed to their extremes on the 256 calibration images below). Each model is then
+
+* scored in PyTorch with float activations: top-1 on the 500-image ImageNet sample and
+  top-1 agreement with the float model (what the weights alone cost);
+* exported to int8 by the post-training path, calibrated on 256 Imagenette training
+  images: ONNX Runtime (``lightnets export --int8``, QDQ) and TFLite (LiteRT, lightnets'
+  recipe); top-1 agreement of each int8 file with the float model on the sample. The
+  exporters keep the trained weights on their grid (checked by the tests).
+
+The container (``.lnz``) stores each weight as a ``bits``-bit integer (Huffman-coded)
+and a float32 scale per channel; its size is in the table. Writes
+``results/compress/qat.md`` and ``.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from _output import markdown_table, write_csv, write_markdown
+from _paths import IMAGENET_SAMPLE, IMAGENETTE, RECOVERY_IMAGES, RESULTS
+from _recovery import measure_cases, recovery_parser
+from train_common import load_average, machine_header
+
+from lightnets import create_model
+from lightnets.classify import evaluate
+from lightnets.compress.pipeline import Recovery, compress_model
+from lightnets.compress.recovery import agreement, load_batches, logits_of, recovery_images
+from lightnets.deploy.calibration import calibration_files, prepare_images
+from lightnets.deploy.litert import LiteRTRuntime
+from lightnets.deploy.quantize import quantize_onnx, top1_agreement
+from lightnets.deploy.runtime import Runtime
+from lightnets.deploy.tflite import export_tflite
+from lightnets.weights.load import metadata_json
+from lightnets.zoo import transform_of
+
+CASES = {  # label: (model, weights, weight bits)
+    "MobileNetV2 1.0": ("mobilenet_v2", "mobilenet_v2_100_224.tflite_uint8", (8, 4)),
+    "MobileNet v1 0.25": ("mobilenet_v1", "mobilenet_v1_025_128.tflite_uint8", (8,)),
+    "SqueezeNet 1.1": ("squeezenet1_1", "squeezenet1_1.gluon_npy", (4,)),
+}
+
+
+def int8_agreements(model, calibration: torch.Tensor, sample: torch.Tensor, reference, folder: Path) -> dict:
+    """Top-1 agreement with ``reference`` of ``model``'s int8 ONNX Runtime and TFLite files."""
+    onnx_path = quantize_onnx(model, folder / "int8.onnx", calibration)
+    tflite_path = export_tflite(model, folder / "int8.tflite", int8=True, calibration=calibration)
+    out = {}
+    for name, runtime in (
+        ("onnxruntime", Runtime(onnx_path, threads=2)),
+        ("tflite", LiteRTRuntime(tflite_path, threads=2)),
+    ):
+        logits = torch.cat([runtime(batch) for batch in sample.split(50)])
+        out[name] = top1_agreement(reference, logits)
+    return out
+
+
+def measure_case(label: str, model_name: str, weights: str, bit_widths, args, folder: Path) -> list[dict]:
+    torch.manual_seed(0)
+    original = create_model(model_name, weights=weights).eval()
+    transform = transform_of(original)
+    paths = recovery_images(RECOVERY_IMAGES)
+    sample_batches = load_batches(calibration_files(IMAGENET_SAMPLE / "images", None), transform)
+    sample = torch.cat(sample_batches)
+    reference = logits_of(original, sample_batches)
+    calibration = prepare_images(calibration_files(IMAGENETTE / "train", 256), transform)
+    metadata = json.loads(metadata_json(original, model_name, getattr(original, "model_kwargs", {})))
+    float_top1 = evaluate(original, IMAGENET_SAMPLE, progress=False).top1
+    params = sum(p.numel() for p in original.parameters())
+    rows = [
+        {"model": label, "weights": "float32", "steps": 0, "seconds": 0, "file bytes": 4 * params,
+         "top1": round(float_top1, 1), "agreement (float activations)": "100.0%", "int8 ONNX Runtime agreement": "",
+         "int8 TFLite agreement": ""}
+    ]  # fmt: skip
+    for bits in bit_widths:
+        for steps in (0, args.recovery_steps):
+            recovery = None
+            if steps:
+                recovery = Recovery(
+                    paths, transform, steps, lr=args.lr, cache_dir=folder / f"{model_name}_teacher"
+                )
+            start = time.perf_counter()
+            compressed = compress_model(
+                original,
+                qat_bits=bits,
+                recovery=recovery,
+                calibration=calibration.split(32),
+                progress=not args.quiet,
+            )
+            seconds = time.perf_counter() - start
+            size = compressed.save(folder / "model.lnz", metadata)
+            model = compressed.model
+            top1 = evaluate(model, IMAGENET_SAMPLE, progress=False).top1
+            int8 = int8_agreements(model, calibration, sample, reference, folder)
+            rows.append(
+                {
+                    "model": label,
+                    "weights": f"{bits}-bit per channel, " + ("QAT" if steps else "rounded (no training)"),
+                    "steps": steps,
+                    "seconds": round(seconds, 1),
+                    "file bytes": size,
+                    "top1": round(top1, 1),
+                    "agreement (float activations)": f"{agreement(model, sample_batches, reference):.1%}",
+                    "int8 ONNX Runtime agreement": f"{int8['onnxruntime']:.1%}",
+                    "int8 TFLite agreement": f"{int8['tflite']:.1%}",
+                }
+            )
+            print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = recovery_parser(__doc__, CASES)
+    parser.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (1e-4)")
+    parser.set_defaults(recovery_steps=400)
+    args = parser.parse_args()
+    load_before = load_average()
+    started = time.time()
+    rows = measure_cases(args, CASES, measure_case)
+    out = RESULTS / "compress"
+    write_csv(rows, out / "qat.csv")
+    lines = [
+        machine_header("Quantisation-aware training and low-bit weights").rstrip(),
+        f"- Load average (1, 5, 15 min) before -> after: {load_before} -> {load_average()}; "
+        f"{(time.time() - started) / 60:.0f} minutes",
+        "",
+        *markdown_table(rows),
+        "",
+        "Agreement: the fraction of the 500 sample images whose top-1 class is the float model's. "
+        "The int8 columns calibrate activations on 256 Imagenette training images, as `lightnets export --int8` does.",
+    ]
+    write_markdown(lines, out / "qat.md")
+
+
+if __name__ == "__main__":
+    main()
