@@ -26,19 +26,33 @@ def recovery_parser(doc: str | None, cases: dict) -> argparse.ArgumentParser:
     return parser
 
 
-def measure_cases(args: argparse.Namespace, cases: dict, measure: Callable[..., list[dict]]) -> list[dict]:
+def measure_cases(
+    args: argparse.Namespace, cases: dict, measure: Callable[..., list[dict]], title: str
+) -> tuple[list[dict], list[str]]:
     """The rows of ``measure(label, *cases[label], args, folder)`` for every chosen case,
-    on the shared weights and two threads, in one temporary folder (teacher caches, files)."""
+    on the shared weights and two threads, in one temporary folder (teacher caches, files);
+    and the report's first lines: ``title``, the machine, the load before and after, the minutes."""
+    from train_common import load_average, machine_header
+
+    load_before = load_average()
+    started = time.time()
     use_shared_weights()
     torch.set_num_threads(2)
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="lightnets-compress-") as folder:
         for label in args.models:
             rows += measure(label, *cases[label], args, Path(folder))
-    return rows
+    header = [
+        machine_header(title).rstrip(),
+        f"- Load average (1, 5, 15 min) before -> after: {load_before} -> {load_average()}; "
+        f"{(time.time() - started) / 60:.0f} minutes",
+    ]
+    return rows, header
 
 
-def timed_recovery(model, original, paths, transform, args: argparse.Namespace, cache: Path, desc: str) -> float:
+def timed_recovery(
+    model, original, paths, transform, args: argparse.Namespace, cache: Path, desc: str
+) -> float:
     """Distil ``original`` into ``model`` for ``args.recovery_steps`` steps (``lightnets
     compress --recovery-data``'s recovery), leave it in eval mode; the seconds it took."""
     from lightnets.compress.recovery import recover

@@ -28,7 +28,6 @@ import torch
 from _output import markdown_table, write_csv, write_markdown
 from _paths import IMAGENET_SAMPLE, RECOVERY_IMAGES, RESULTS
 from _recovery import measure_cases, plot_recovery, recovery_parser, timed_recovery
-from train_common import load_average, machine_header
 
 from lightnets import create_model
 from lightnets.classify import evaluate
@@ -66,7 +65,9 @@ def measure_case(label: str, model_name: str, weights: str, args, folder: Path) 
         before = evaluate(model, IMAGENET_SAMPLE, progress=False).top1
         after, seconds = before, 0.0
         if fraction and args.recovery_steps:
-            seconds = timed_recovery(model, original, paths, transform, args, teacher_cache, f"recovery {point}")
+            seconds = timed_recovery(
+                model, original, paths, transform, args, teacher_cache, f"recovery {point}"
+            )
             after = evaluate(model, IMAGENET_SAMPLE, progress=False).top1
         rows.append(
             {
@@ -96,8 +97,7 @@ def main() -> None:
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5])
     parser.add_argument("--runs", type=int, default=200, help="timed rounds of the interleaved latency")
     args = parser.parse_args()
-    load_before = load_average()
-    rows = measure_cases(args, CASES, measure_case)
+    rows, header = measure_cases(args, CASES, measure_case, "Structured pruning: inner channels removed")
     out = RESULTS / "compress"
     write_csv(rows, out / "channels.csv")
     plot_recovery(
@@ -106,8 +106,7 @@ def main() -> None:
         out / "channels.png",
     )  # fmt: skip
     lines = [
-        machine_header("Structured pruning: inner channels removed").rstrip(),
-        f"- Load average (1, 5, 15 min) before -> after: {load_before} -> {load_average()}",
+        *header,
         "",
         *markdown_table(rows),
         "",

@@ -21,14 +21,12 @@ Writes ``results/compress/low_rank.md``, ``.csv`` and ``.png``.
 from __future__ import annotations
 
 import copy
-import time
 from pathlib import Path
 
 import torch
 from _output import markdown_table, write_csv, write_markdown
 from _paths import IMAGENET_SAMPLE, RECOVERY_IMAGES, RESULTS
 from _recovery import measure_cases, plot_recovery, recovery_parser, timed_recovery
-from train_common import load_average, machine_header
 
 from lightnets import create_model
 from lightnets.classify import evaluate
@@ -95,9 +93,7 @@ def main() -> None:
     parser = recovery_parser(__doc__, CASES)
     parser.add_argument("--ranks", type=int, nargs="+", default=[256, 128, 64, 32])
     args = parser.parse_args()
-    load_before = load_average()
-    started = time.time()
-    rows = measure_cases(args, CASES, measure_case)
+    rows, header = measure_cases(args, CASES, measure_case, "Low-rank factorisation of the classifiers")
     out = RESULTS / "compress"
     write_csv(rows, out / "low_rank.csv")
     plot_recovery(
@@ -105,9 +101,7 @@ def main() -> None:
         "parameters (M)", "Low-rank classifiers: rank-r SVD pair", out / "low_rank.png",
     )  # fmt: skip
     lines = [
-        machine_header("Low-rank factorisation of the classifiers").rstrip(),
-        f"- Load average (1, 5, 15 min) before -> after: {load_before} -> {load_average()}; "
-        f"{(time.time() - started) / 60:.0f} minutes",
+        *header,
         "",
         *markdown_table(rows),
         "",

@@ -31,7 +31,6 @@ import torch
 from _output import markdown_table, write_csv, write_markdown
 from _paths import IMAGENET_SAMPLE, IMAGENETTE, RECOVERY_IMAGES, RESULTS
 from _recovery import measure_cases, recovery_parser
-from train_common import load_average, machine_header
 
 from lightnets import create_model
 from lightnets.classify import evaluate
@@ -125,15 +124,11 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (1e-4)")
     parser.set_defaults(recovery_steps=400)
     args = parser.parse_args()
-    load_before = load_average()
-    started = time.time()
-    rows = measure_cases(args, CASES, measure_case)
+    rows, header = measure_cases(args, CASES, measure_case, "Quantisation-aware training and low-bit weights")
     out = RESULTS / "compress"
     write_csv(rows, out / "qat.csv")
     lines = [
-        machine_header("Quantisation-aware training and low-bit weights").rstrip(),
-        f"- Load average (1, 5, 15 min) before -> after: {load_before} -> {load_average()}; "
-        f"{(time.time() - started) / 60:.0f} minutes",
+        *header,
         "",
         *markdown_table(rows),
         "",
