@@ -179,7 +179,7 @@ def test_feature_info_follows_the_narrowed_expansions_and_keeps_the_dtype():
     ("name", "weights"),
     [("mobilenet_v2", "mobilenet_v2_100_224.tflite_uint8"), ("squeezenet1_1", "squeezenet1_1.gluon_npy")],
 )
-def test_mean_compensation_keeps_the_predictions_closer(
+def test_mean_compensation_and_the_variation_criterion_keep_the_predictions_closer(
     name, weights, weights_root, imagenet_sample, one_thread
 ):
     from lightnets.compress.recovery import load_batches, recovery_images
@@ -192,10 +192,18 @@ def test_mean_compensation_keeps_the_predictions_closer(
     with torch.no_grad():
         reference = original(held_out)
     errors = {}
-    for compensated in (False, True):
+    for recipe, options in {
+        "l1": {},
+        "l1, compensated": {"calibration": calibration, "criterion": "l1"},
+        "variation, compensated": {"calibration": calibration},
+    }.items():
         model = copy.deepcopy(original)
-        prune_channels(model, 0.25, calibration=calibration if compensated else None)
+        prune_channels(model, 0.25, **options)
         with torch.no_grad():
             logits = model(held_out)
-        errors[compensated] = float((logits - reference).pow(2).mean())
-    assert errors[True] < 0.9 * errors[False], errors  # when written: MobileNetV2 < 0.7x, SqueezeNet 0.8x
+        errors[recipe] = float((logits - reference).pow(2).mean())
+    # When written: compensation MobileNetV2 < 0.7x, SqueezeNet 0.8x of the plain error.
+    assert errors["l1, compensated"] < 0.9 * errors["l1"], errors
+    assert errors["variation, compensated"] < errors["l1, compensated"], errors
+    with pytest.raises(ValueError, match="'variation' needs calibration images"):
+        prune_channels(copy.deepcopy(original), 0.25, criterion="variation")

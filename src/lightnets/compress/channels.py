@@ -15,6 +15,12 @@ keeps the same fraction of its channels, the highest-scoring ones, rounded to th
 multiple of ``divisor`` (8: what vectorised CPU kernels and the families' own
 ``make_divisible`` favour; halves to even, so small blocks keep a little more or less).
 
+With calibration images the criterion is the channel's **variation** instead: once its
+mean is compensated (below), what removing it costs the readers is its variance times the
+squared norm of their weights on it, the expected squared error it adds to their outputs
+(:func:`variation_scores`); a filter's size says little of that when BatchNorm has been
+folded into it.
+
 **Mean compensation** (with calibration images): a removed channel is not silent, it
 carried a mean activation that the layers reading it turned into an offset of their
 outputs. Measured on the images before anything is removed, each removed channel's mean
@@ -35,16 +41,18 @@ from torch import Tensor, nn
 
 from ..models.slimming import inner_layers, keep_inner_channels, narrowable_blocks, refresh_levels
 
-CALIBRATION_IMAGES = 256  # images the channels' means are measured on
+CALIBRATION_IMAGES = 256  # images the channels' statistics are measured on
+CRITERIA = ("l1", "variation")
 
 __all__ = [
     "CALIBRATION_IMAGES",
     "ChannelRow",
     "channel_scores",
     "compensate",
-    "inner_means",
+    "inner_statistics",
     "kept_width",
     "prune_channels",
+    "variation_scores",
 ]
 
 
@@ -83,18 +91,18 @@ def kept_width(channels: int, fraction: float, divisor: int = 8) -> int:
 
 
 @torch.no_grad()
-def inner_means(model: nn.Module, batches: Sequence[Tensor]) -> dict[str, Tensor]:
-    """Each narrowable block's inner tensor, as its readers see it, averaged per channel
-    over the images of ``batches`` (float64)."""
-    sums: dict[str, Tensor] = {}
-    images = 0
+def inner_statistics(model: nn.Module, batches: Sequence[Tensor]) -> dict[str, tuple[Tensor, Tensor]]:
+    """Each narrowable block's inner tensor, as its readers see it: the mean and the
+    variance of every channel over all positions of the images of ``batches`` (float64)."""
+    sums: dict[str, list[Tensor]] = {}  # name -> [count, sum, sum of squares]
     hooks = []
     for name, block in narrowable_blocks(model).items():
         reader = inner_layers(block)[2][0]
 
         def add(module: nn.Module, inputs: tuple, name: str = name) -> None:
-            total = inputs[0].detach().double().mean(dim=(2, 3)).sum(dim=0)
-            sums[name] = sums[name] + total if name in sums else total
+            x = inputs[0].detach().double()
+            new = [torch.tensor(x.numel() // x.shape[1]), x.sum(dim=(0, 2, 3)), x.square().sum(dim=(0, 2, 3))]
+            sums[name] = [a + b for a, b in zip(sums[name], new, strict=True)] if name in sums else new
 
         hooks.append(reader.register_forward_pre_hook(add))
     was_training = model.training
@@ -102,14 +110,37 @@ def inner_means(model: nn.Module, batches: Sequence[Tensor]) -> dict[str, Tensor
     try:
         for batch in batches:
             model(batch)
-            images += len(batch)
     finally:
         for hook in hooks:
             hook.remove()
         model.train(was_training)
-    if images == 0:
-        raise ValueError("no calibration images to measure the channels' means on")
-    return {name: total / images for name, total in sums.items()}
+    if not sums:
+        raise ValueError("no calibration images to measure the channels' statistics on")
+    out = {}
+    for name, (count, total, square) in sums.items():
+        mean = total / count
+        out[name] = (mean, (square / count - mean.square()).clamp_min(0))
+    return out
+
+
+def variation_scores(block: nn.Module, variance: Tensor) -> Tensor:
+    """Each inner channel's score once its mean is compensated: the squared error its
+    removal adds to the readers' outputs, its variance times the squared norm of the
+    readers' weights on it (spatial correlations inside a 3x3 reader ignored)."""
+    reach = torch.zeros_like(variance)
+    for reader in inner_layers(block)[2]:
+        conv = reader.conv
+        assert isinstance(conv, nn.Conv2d)
+        weight = conv.weight.detach().double()
+        norm = getattr(reader, "bn", None)
+        if isinstance(norm, nn.BatchNorm2d) and norm.running_var is not None:
+            gamma = norm.weight.detach().double() if norm.weight is not None else 1.0
+            weight = (
+                weight
+                * (gamma / torch.sqrt(norm.running_var.detach().double() + norm.eps))[:, None, None, None]
+            )
+        reach += weight.square().sum(dim=(0, 2, 3)).to(reach.device)
+    return variance * reach
 
 
 def compensate(block: nn.Module, removed: Tensor, means: Tensor) -> None:
@@ -129,32 +160,47 @@ def compensate(block: nn.Module, removed: Tensor, means: Tensor) -> None:
 
 @torch.no_grad()
 def prune_channels(
-    model: nn.Module, fraction: float, divisor: int = 8, calibration: Sequence[Tensor] | None = None
+    model: nn.Module,
+    fraction: float,
+    divisor: int = 8,
+    calibration: Sequence[Tensor] | None = None,
+    criterion: str | None = None,
 ) -> list[ChannelRow]:
-    """Remove ``fraction`` of every narrowable block's inner channels, the lowest-scoring
-    (:func:`channel_scores`), in place; returns one row per block. With ``calibration``
-    (batches of images), the removed channels' means are compensated (module docstring).
+    """Remove ``fraction`` of every narrowable block's inner channels, the lowest-scoring,
+    in place; returns one row per block. With ``calibration`` (batches of images), the
+    removed channels' means are compensated (module docstring). ``criterion``:
+    ``"variation"`` (:func:`variation_scores`, the default with calibration images) or
+    ``"l1"`` (:func:`channel_scores`, the default and only choice without).
 
-    Raises ``ValueError`` for a fraction outside ``[0, 1)`` or a model without
-    narrowable blocks (MobileNet v1, ShuffleNet, the reference networks).
+    Raises ``ValueError`` for a fraction outside ``[0, 1)``, an unknown criterion or a
+    model without narrowable blocks (MobileNet v1, ShuffleNet, the reference networks).
     """
+    criterion = criterion or ("l1" if calibration is None else "variation")
+    if criterion not in CRITERIA or (criterion == "variation" and calibration is None):
+        raise ValueError(
+            f"criterion must be one of {CRITERIA} ('variation' needs calibration images), got {criterion!r}"
+        )
     blocks = narrowable_blocks(model)
     if not blocks:
         raise ValueError(
             f"{type(model).__name__} has no blocks whose inner channels can be removed on their own "
             "(structured pruning narrows MobileNetV2's expansions and SqueezeNet's squeeze layers)"
         )
-    means = inner_means(model, calibration) if calibration is not None else None
+    statistics = inner_statistics(model, calibration) if calibration is not None else None
     rows = []
     for name, block in blocks.items():
         before = int(block.inner_channels)
         after = kept_width(before, fraction, divisor)
         if after < before:
-            keep = torch.topk(channel_scores(block), after).indices.sort().values
-            if means is not None:
+            if statistics is not None and criterion == "variation":
+                scores = variation_scores(block, statistics[name][1])
+            else:
+                scores = channel_scores(block)
+            keep = torch.topk(scores, after).indices.sort().values
+            if statistics is not None:
                 removed = torch.ones(before, dtype=torch.bool)
                 removed[keep] = False
-                compensate(block, removed.nonzero().flatten(), means[name])
+                compensate(block, removed.nonzero().flatten(), statistics[name][0])
             keep_inner_channels(block, keep)
         rows.append(ChannelRow(name, before, after))
     refresh_levels(model)

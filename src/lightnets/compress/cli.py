@@ -26,9 +26,12 @@ The output ({SUFFIX}) is read by every command as --weights, and by
 create_model(name, weights=FILE).
 
 Structured pruning (--channels) removes whole channels instead: the inner channels of
-every block (MobileNetV2's expansions, SqueezeNet's squeeze layers) with the smallest
-pointwise filters (L1 norm, BatchNorm scale folded in), leaving a smaller dense model
-that is faster everywhere; written as .safetensors on its own, or compressed further.
+every block (MobileNetV2's expansions, SqueezeNet's squeeze layers) that matter least,
+leaving a smaller dense model that is faster everywhere; written as .safetensors on its
+own, or compressed further. With --recovery-data, each removed channel's mean on 256
+images goes into the next layer's bias and the channels removed are those whose
+variation reaches the next layer least; without, those with the smallest pointwise
+filters (L1 norm, BatchNorm scale folded in).
 
 Low-rank factorisation (--rank or --energy, on the layers --rank-layers names) replaces
 fully connected and ungrouped convolutions by two thin layers from their SVD (a 1x1 or
