@@ -39,6 +39,17 @@ def save_figure(fig, path: str | Path) -> Path:
     return path
 
 
+def finish_plot(fig, ax, path: str | Path, xlabel: str, ylabel: str | None, title: str) -> Path:
+    """Label ``ax``, give it a light grid and a small legend, and save ``fig`` to ``path``."""
+    ax.set_xlabel(xlabel)
+    if ylabel is not None:
+        ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
 def write_csv(rows: list[dict], path: str | Path) -> Path:
     """``rows`` (dicts with the same keys) as a CSV file, written whole."""
     import csv

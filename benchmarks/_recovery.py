@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from _output import benchmark_parser, save_figure, subplots
+from _output import benchmark_parser, finish_plot, subplots
 from _paths import use_shared_weights
 
 
@@ -80,9 +80,4 @@ def plot_recovery(
         for r, at in zip(mine, xs, strict=True):
             ax.annotate(point(r), (at, r["top1 after recovery"]), textcoords="offset points", xytext=(4, 4),
                         fontsize=8)  # fmt: skip
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("top-1 on the 500-image ImageNet sample (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    save_figure(fig, path)
+    finish_plot(fig, ax, path, xlabel, "top-1 on the 500-image ImageNet sample (%)", title)

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _output import benchmark_parser, save_figure, subplots  # noqa: E402
+from _output import benchmark_parser, finish_plot, subplots  # noqa: E402
 from _paths import IMAGENETTE, REPO, RESULTS  # noqa: E402
 from eval_resolution import top1_at_sides  # noqa: E402
 from train_common import load_average  # noqa: E402
@@ -169,12 +169,10 @@ def plot(rows: list[dict]) -> None:
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = sorted((float(r["command_s"]) / 60, float(r["val_top1"])) for r in rows if r["model"] == model)
         ax.plot([m for m, _ in mine], [a for _, a in mine], "o-", label=model)
-    ax.set_xlabel("minutes the command took (budget 5, 10 or 30)")
-    ax.set_ylabel("Imagenette val top-1 (%)")
-    ax.set_title("lightnets train --time-budget, 2 shared CPU cores")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    save_figure(fig, RESULTS / "train_budget.png")
+    finish_plot(
+        fig, ax, RESULTS / "train_budget.png", "minutes the command took (budget 5, 10 or 30)",
+        "Imagenette val top-1 (%)", "lightnets train --time-budget, 2 shared CPU cores",
+    )  # fmt: skip
 
 
 def main() -> None:

@@ -1,0 +1,189 @@
+"""The papers' design claims, checked on one proxy protocol.
+
+    LIGHTNETS_CACHE=/tmp/lightnets_bench_cache python benchmarks/study_claims.py \\
+        [--claims mobilenet_v2_linear_bottleneck ...] [--seeds 3] [--budget 90s] [--resolution 96]
+
+The proxy protocol, the same for every claim and stated in the result file: each design
+is trained from scratch by ``lightnets train`` (the default recipe: SGD with warm-up and
+cosine decay, label smoothing, EMA, bfloat16 where the CPU has it) on the Imagenette
+subset's train split (5,500 images, 10 classes) at ``--resolution`` for a
+``--time-budget`` covering the whole command, once per seed; the score is the top-1 of
+the recommended weights on the subset's val split (1,500 images). A claim "A beats B"
+is **held** when the difference of the means exceeds two standard errors of that
+difference (``sqrt(sd_A^2 / n + sd_B^2 / n)``), **not held** when it is below minus two,
+and **inconclusive** otherwise. The claims run in the issue's order of priority.
+
+Rows are kept in ``results/study_claims.csv`` across invocations (a claim can be run on
+its own, or more seeds added later); ``results/study_claims.md`` and ``.png`` are
+rewritten from all of them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _output import benchmark_parser, finish_plot, subplots, write_csv  # noqa: E402
+from _paths import IMAGENETTE, REPO, RESULTS  # noqa: E402
+from train_common import load_average  # noqa: E402
+
+from lightnets.deploy.bench_report import machine_description  # noqa: E402
+from lightnets.files import write_text  # noqa: E402
+
+# name: (paper and figure, the paper's claim with its numbers, (label A, options A), (label B, options B));
+# the claim is that A beats B. In the issue's order of priority.
+CLAIMS = {
+    "mobilenet_v2_linear_bottleneck": (
+        "MobileNetV2, Figure 6a",
+        "a linear bottleneck beats one ending in ReLU6 (higher top-1 throughout training)",
+        ("linear", ["--model", "mobilenet_v2"]),
+        ("ReLU6", ["--model", "mobilenet_v2", "--bottleneck", "relu6"]),
+    ),
+    "shufflenet_shuffle": (
+        "ShuffleNet, Table 3",
+        "channel shuffle helps: 1x g=3 error 32.6 % with, 34.5 % without",
+        ("shuffle", ["--model", "shufflenet_v1", "--groups", "3"]),
+        ("no shuffle", ["--model", "shufflenet_v1", "--groups", "3", "--no-shuffle"]),
+    ),
+    "mobilenet_v1_thinner": (
+        "MobileNet v1, Table 5",
+        "thinner beats shallower at similar cost: 0.75 MobileNet 68.4 % vs shallow 65.3 %",
+        ("0.75 thinner", ["--model", "mobilenet_v1", "--width", "0.75"]),
+        ("1.0 shallower", ["--model", "mobilenet_v1", "--variant", "shallow"]),
+    ),
+    "squeezenet_squeeze_ratio": (
+        "SqueezeNet, Figure 3a",
+        "a larger squeeze ratio is more accurate up to SR 0.75: top-5 80.3 % at SR 0.125, 86.0 % at 0.75",
+        ("SR 0.75", ["--model", "squeezenet1_0", "--sr", "0.75"]),
+        ("SR 0.125", ["--model", "squeezenet1_0", "--sr", "0.125"]),
+    ),
+}
+FIELDS = ["claim", "design", "seed", "val_top1", "steps", "command_s", "load_before", "load_after", "command"]
+
+
+def protocol(budget: str, resolution: int, seeds: int) -> str:
+    return (
+        f"`lightnets train` from scratch on {IMAGENETTE.name}/train (5,500 images, 10 classes) at "
+        f"{resolution} px, `--time-budget {budget}` for the whole command, default recipe; top-1 of the "
+        f"recommended weights on its val/ (1,500 images); {seeds} seeds per design"
+    )
+
+
+def train(claim: str, design: str, options: list[str], seed: int, args, runs: Path) -> dict:
+    out = runs / f"{claim}_{design.replace(' ', '_')}_{seed}"
+    if out.exists():
+        subprocess.run(["rm", "-rf", str(out)], check=True)
+    command = [
+        str(REPO / ".venv" / "bin" / "python"), "-m", "lightnets.train", *options, "--data", str(IMAGENETTE),
+        "--resolution", str(args.resolution), "--time-budget", args.budget, "--seed", str(seed),
+        "--out", str(out), "--no-progress",
+    ]  # fmt: skip
+    load_before = load_average()
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    took = time.perf_counter() - started
+    summary = json.loads((out / "summary.json").read_text())
+    return {
+        "claim": claim,
+        "design": design,
+        "seed": seed,
+        "val_top1": round(summary["recommended"]["val_top1"], 2),
+        "steps": summary["steps"],
+        "command_s": round(took, 1),
+        "load_before": load_before,
+        "load_after": load_average(),
+        "command": " ".join(shlex.quote(a) for a in command).replace(str(REPO) + "/", ""),
+    }
+
+
+def verdict(a: list[float], b: list[float]) -> tuple[float, float, str]:
+    """(mean(a) - mean(b), two standard errors of that difference, held / not held / inconclusive)."""
+    difference = statistics.mean(a) - statistics.mean(b)
+    if len(a) < 2 or len(b) < 2:
+        return difference, math.nan, "inconclusive (one seed)"
+    two_se = 2 * math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
+    if difference > two_se:
+        return difference, two_se, "held"
+    if difference < -two_se:
+        return difference, two_se, "not held"
+    return difference, two_se, "inconclusive"
+
+
+def write(rows: list[dict], args) -> None:
+    write_csv([{k: r[k] for k in FIELDS} for r in rows], RESULTS / "study_claims.csv")
+    lines = [
+        "# The papers' design claims on the proxy protocol",
+        "",
+        f"- Protocol: {protocol(args.budget, args.resolution, args.seeds)}",
+        "- Verdict: held when mean(A) - mean(B) exceeds two standard errors of the difference, not held "
+        "below minus two, inconclusive between",
+        f"- Machine: {machine_description()}",
+        "- Command: `LIGHTNETS_CACHE=/tmp/lightnets_bench_cache python benchmarks/study_claims.py "
+        f"{shlex.join(sys.argv[1:])}`".replace(" `", "`"),
+        "",
+        "| claim | paper | A | B | top-1 % A (mean ± sd) | top-1 % B | A - B | 2 s.e. | verdict |",
+        "|---|---|---|---|---|---|---:|---:|---|",
+    ]
+    plotted = []
+    for claim, (paper, text, (label_a, _), (label_b, _)) in CLAIMS.items():
+        a = [float(r["val_top1"]) for r in rows if r["claim"] == claim and r["design"] == label_a]
+        b = [float(r["val_top1"]) for r in rows if r["claim"] == claim and r["design"] == label_b]
+        if not a or not b:
+            continue
+        difference, two_se, result = verdict(a, b)
+        sd = lambda v: statistics.stdev(v) if len(v) > 1 else math.nan  # noqa: E731
+        lines.append(
+            f"| {text} | {paper} | {label_a} | {label_b} | {statistics.mean(a):.1f} ± {sd(a):.1f} (n={len(a)}) "
+            f"| {statistics.mean(b):.1f} ± {sd(b):.1f} (n={len(b)}) | {difference:+.1f} | {two_se:.1f} "
+            f"| **{result}** |"
+        )
+        plotted.append((f"{paper}\n{label_a} vs {label_b}", a, b))
+    lines += ["", "Each run (its command, steps, time and the load around it): `study_claims.csv`."]
+    write_text(RESULTS / "study_claims.md", "\n".join(lines) + "\n")
+    fig, ax = subplots(figsize=(7, 1 + 1.1 * max(1, len(plotted))))
+    for i, (_, a, b) in enumerate(plotted):
+        ax.plot(
+            a, [i + 0.15] * len(a), "o", color="tab:blue", label="A (the paper's choice)" if i == 0 else None
+        )
+        ax.plot(b, [i - 0.15] * len(b), "s", color="tab:orange", label="B" if i == 0 else None)
+        ax.plot([statistics.mean(a)] * 2, [i + 0.05, i + 0.25], "-", color="tab:blue")
+        ax.plot([statistics.mean(b)] * 2, [i - 0.25, i - 0.05], "-", color="tab:orange")
+    ax.set_yticks(range(len(plotted)), [t for t, _, _ in plotted], fontsize=8)
+    finish_plot(
+        fig, ax, RESULTS / "study_claims.png", "Imagenette val top-1 (%), one mark per seed, a bar at the mean",
+        None, "Design claims on the proxy protocol",
+    )  # fmt: skip
+
+
+def main() -> None:
+    parser = benchmark_parser(__doc__)
+    parser.add_argument("--claims", nargs="+", choices=list(CLAIMS), default=list(CLAIMS))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--budget", default="90s")
+    parser.add_argument("--resolution", type=int, default=96)
+    parser.add_argument("--runs", default="/tmp/lightnets_claims_runs")
+    args = parser.parse_args()
+    path = RESULTS / "study_claims.csv"
+    for claim in args.claims:
+        _, _, *designs = CLAIMS[claim]
+        for seed in range(args.seeds):
+            for design, options in designs:  # alternating, so a change in load falls on both designs
+                row = train(claim, design, options, seed, args, Path(args.runs))
+                kept = list(csv.DictReader(path.open())) if path.is_file() else []
+                kept = [
+                    r for r in kept if (r["claim"], r["design"], str(r["seed"])) != (claim, design, str(seed))
+                ]
+                write([*kept, row], args)
+                print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
