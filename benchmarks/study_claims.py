@@ -126,13 +126,20 @@ def write(rows: list[dict], args) -> None:
         "- Verdict: held when mean(A) - mean(B) exceeds two standard errors of the difference, not held "
         "below minus two, inconclusive between",
         f"- Machine: {machine_description()}",
-        "- Command: `LIGHTNETS_CACHE=/tmp/lightnets_bench_cache python benchmarks/study_claims.py "
-        f"{shlex.join(sys.argv[1:])}`".replace(" `", "`"),
+        "- Made by `LIGHTNETS_CACHE=/tmp/lightnets_bench_cache python benchmarks/study_claims.py` (a claim "
+        "at a time with `--claims NAME`); each run's own `lightnets train` command, steps, time and load are "
+        "in `study_claims.csv`",
         "",
-        "| claim | paper | A | B | top-1 % A (mean ± sd) | top-1 % B | A - B | 2 s.e. | verdict |",
-        "|---|---|---|---|---|---|---:|---:|---|",
+        "| claim | paper | A | B | top-1 % A (mean ± sd) | top-1 % B | A - B | 2 s.e. | verdict | steps A / B |",
+        "|---|---|---|---|---|---|---:|---:|---|---|",
     ]
     plotted = []
+
+    def steps(claim: str, design: str) -> int:  # mean training steps: the budget is time, not epochs
+        return round(
+            statistics.mean(int(r["steps"]) for r in rows if (r["claim"], r["design"]) == (claim, design))
+        )
+
     for claim, (paper, text, (label_a, _), (label_b, _)) in CLAIMS.items():
         a = [float(r["val_top1"]) for r in rows if r["claim"] == claim and r["design"] == label_a]
         b = [float(r["val_top1"]) for r in rows if r["claim"] == claim and r["design"] == label_b]
@@ -143,10 +150,14 @@ def write(rows: list[dict], args) -> None:
         lines.append(
             f"| {text} | {paper} | {label_a} | {label_b} | {statistics.mean(a):.1f} ± {sd(a):.1f} (n={len(a)}) "
             f"| {statistics.mean(b):.1f} ± {sd(b):.1f} (n={len(b)}) | {difference:+.1f} | {two_se:.1f} "
-            f"| **{result}** |"
+            f"| **{result}** | {steps(claim, label_a)} / {steps(claim, label_b)} |"
         )
         plotted.append((f"{paper}\n{label_a} vs {label_b}", a, b))
-    lines += ["", "Each run (its command, steps, time and the load around it): `study_claims.csv`."]
+    lines += [
+        "",
+        "The budget is wall-clock time, so a design that runs faster on this CPU also trains for more "
+        "steps (last column); the papers compare at equal epochs and equal multiply-adds.",
+    ]
     write_text(RESULTS / "study_claims.md", "\n".join(lines) + "\n")
     fig, ax = subplots(figsize=(7, 1 + 1.1 * max(1, len(plotted))))
     for i, (_, a, b) in enumerate(plotted):
@@ -170,8 +181,12 @@ def main() -> None:
     parser.add_argument("--budget", default="90s")
     parser.add_argument("--resolution", type=int, default=96)
     parser.add_argument("--runs", default="/tmp/lightnets_claims_runs")
+    parser.add_argument("--write-only", action="store_true", help="rewrite the .md and .png from the .csv")
     args = parser.parse_args()
     path = RESULTS / "study_claims.csv"
+    if args.write_only:
+        write(list(csv.DictReader(path.open())), args)
+        return
     for claim in args.claims:
         _, _, *designs = CLAIMS[claim]
         for seed in range(args.seeds):
