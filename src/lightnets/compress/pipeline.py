@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from ..data.transforms import EvalTransform
 from ..deploy.fold import fold_batchnorm
+from ..resident import reset_peak, resident_kb
 from ..weights.container import EncodedTensor, encode_grid, encode_tensor, write_container
 from .pruning import finish, gradual_sparsity, prunable_layers, prune, resolve_sparsities
 from .qat import calibrate_ranges, check_qat_bits, finish_qat, prepare_qat, set_observing
@@ -129,20 +130,6 @@ def encode_model(
     return out
 
 
-def _resident_peak(reset: bool = False) -> int | None:
-    """The process's peak resident memory in bytes since the last reset (Linux's VmHWM;
-    writing 5 to clear_refs resets it); None where the kernel does not say."""
-    try:
-        if reset:
-            Path("/proc/self/clear_refs").write_text("5")
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 class _Steps:
     """Seconds and peak resident memory of each named step (summed / maxed over repeats)."""
 
@@ -152,13 +139,13 @@ class _Steps:
 
     @contextlib.contextmanager
     def __call__(self, name: str) -> Iterator[None]:
-        _resident_peak(reset=True)
+        tracked = reset_peak()
         start = time.perf_counter()
         yield
         self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
-        peak = _resident_peak()
-        if peak is not None:
-            self.memory[name] = max(self.memory.get(name, 0), peak)
+        peak = resident_kb("VmHWM")
+        if tracked and peak is not None:
+            self.memory[name] = max(self.memory.get(name, 0), peak * 1024)
 
 
 def run_recovery(

@@ -33,6 +33,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ..resident import reset_peak, resident_kb
+
 __all__ = [
     "BACKENDS",
     "FOREIGN_BACKENDS",
@@ -129,23 +131,6 @@ class Measurement:
 
 
 # -- the measuring process -----------------------------------------------------------------
-
-
-def _rss_kb(key: str) -> int | None:
-    try:
-        text = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    found = re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE)
-    return int(found.group(1)) if found else None
-
-
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # Linux: VmHWM := VmRSS
-        return True
-    except OSError:
-        return False
 
 
 def _build(target: Target, threads: int) -> Callable[[np.ndarray], Any]:
@@ -245,16 +230,16 @@ def measure(
         raise ValueError(f"runs must be >= {MIN_RUNS} for a stable median and p90, got {runs}")
     if threads < 1 or batch < 1 or warmup < 1:
         raise ValueError("threads, batch and warmup must be >= 1")
-    baseline = _rss_kb("VmRSS")
+    baseline = resident_kb("VmRSS")
     run = _build(target, threads)
     rng = np.random.default_rng(0)
     one = rng.standard_normal((1, 3, *_height_width(target)), dtype=np.float32)
     many = rng.standard_normal((batch, 3, *_height_width(target)), dtype=np.float32)
     _time_calls(run, one, warmup)
-    peak_tracked = _reset_peak()
+    peak_tracked = reset_peak()
     latencies = _time_calls(run, one, runs)
     # Read before any larger batch runs: runtimes keep the arenas a batch grew.
-    peak = _rss_kb("VmHWM")
+    peak = resident_kb("VmHWM")
     _time_calls(run, many, 2)
     batch_times = _time_calls(run, many, batch_runs)
     memory = (peak - baseline) / 1024 if peak_tracked and peak and baseline else None
