@@ -13,8 +13,9 @@ Every tensor is ``dense`` (float32 values), ``sparse`` (float32 values of the st
 entries, positions as gaps), ``shared`` (a float32 codebook whose entry 0 is 0.0, a
 codebook index per stored entry, positions as gaps unless ``gap_bits`` is 0, meaning
 every position is stored) or ``grid`` (a float32 scale per output channel and a signed
-integer per value: quantisation-aware trained weights). Index and gap streams are canonical Huffman codes (their
-code lengths stored as one byte per symbol) or fixed-width codes.
+integer per value: quantisation-aware trained weights). Index and gap streams are
+canonical Huffman codes (their code lengths stored as one byte per symbol) or fixed-width
+codes.
 
 Reading is as careful as for every other weights file: the sizes in the header are
 checked against bounds and against the file before anything is allocated, the payload
