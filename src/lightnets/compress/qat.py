@@ -9,9 +9,11 @@ through unchanged where nothing was clipped (PyTorch's ``fake_quantize`` operato
   starts: the grid step of weights that already lie on an int8 grid (the TFLite
   releases), otherwise the scale with the least squared error among fractions of
   ``max|w| / qmax`` (at 8 bits that is ``max|w| / 127`` or close; at 4 and 2 bits,
-  clipping the few largest weights halves the error of the rest);
-* its **input**, asymmetric per tensor on 8 bits, its range the moving average of the
-  observed minimum and maximum (as PyTorch's and TensorFlow's QAT observe). Every
+  clipping the few largest weights lowers the error of all the others);
+* its **input**, asymmetric per tensor on 8 bits. Its range is set to the extremes the
+  model reaches on calibration images and kept (:func:`calibrate_ranges`): the ranges the
+  int8 exports' min/max calibration finds; without images it follows the moving average
+  of the observed extremes, as PyTorch's and TensorFlow's QAT observers do. Every
   activation an int8 network stores is some layer's input, so this puts a quantiser on
   each tensor the int8 export quantises, without tracing the graph.
 
