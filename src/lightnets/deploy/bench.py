@@ -242,7 +242,9 @@ def measure(
     peak = resident_kb("VmHWM")
     _time_calls(run, many, 2)
     batch_times = _time_calls(run, many, batch_runs)
-    memory = (peak - baseline) / 1024 if peak_tracked and peak and baseline else None
+    # In a long-lived process the allocator may hand memory freed earlier back to the system
+    # while the model is built, and the peak can end below the baseline: no figure then.
+    memory = (peak - baseline) / 1024 if peak_tracked and peak and baseline and peak > baseline else None
     return Measurement.of(target, threads, latencies, batch, batch_times, memory)
 
 
