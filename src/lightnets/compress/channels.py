@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..deploy.fold import batchnorm_scale
 from ..models.slimming import inner_layers, keep_inner_channels, narrowable_blocks, refresh_levels
 
 CALIBRATION_IMAGES = 256  # images the channels' statistics are measured on
@@ -65,18 +66,22 @@ class ChannelRow:
     after: int
 
 
+def _filters(unit: nn.Module) -> Tensor:
+    """A pointwise unit's convolution weight (float64) with the BatchNorm after it folded
+    in: the filters as the network computes them at inference."""
+    conv = unit.conv
+    assert isinstance(conv, nn.Conv2d)
+    weight = conv.weight.detach().double()
+    norm = getattr(unit, "bn", None)
+    if isinstance(norm, nn.BatchNorm2d) and norm.running_var is not None:
+        weight = weight * batchnorm_scale(norm).view(-1, 1, 1, 1)
+    return weight
+
+
 def channel_scores(block: nn.Module) -> Tensor:
     """Each inner channel's score: the L1 norm of its pointwise filter, BatchNorm scale folded in."""
     producer = inner_layers(block)[0]
-    conv = producer.conv
-    assert isinstance(conv, nn.Conv2d)
-    weight = conv.weight.detach()
-    scores = weight.abs().flatten(1).sum(dim=1)
-    norm = getattr(producer, "bn", None)
-    if isinstance(norm, nn.BatchNorm2d) and norm.running_var is not None:
-        gamma = norm.weight.detach().abs() if norm.weight is not None else torch.ones_like(scores)
-        scores = scores * gamma / torch.sqrt(norm.running_var.detach() + norm.eps)
-    return scores
+    return _filters(producer).abs().flatten(1).sum(dim=1).float()
 
 
 def kept_width(channels: int, fraction: float, divisor: int = 8) -> int:
@@ -129,17 +134,7 @@ def variation_scores(block: nn.Module, variance: Tensor) -> Tensor:
     readers' weights on it (spatial correlations inside a 3x3 reader ignored)."""
     reach = torch.zeros_like(variance)
     for reader in inner_layers(block)[2]:
-        conv = reader.conv
-        assert isinstance(conv, nn.Conv2d)
-        weight = conv.weight.detach().double()
-        norm = getattr(reader, "bn", None)
-        if isinstance(norm, nn.BatchNorm2d) and norm.running_var is not None:
-            gamma = norm.weight.detach().double() if norm.weight is not None else 1.0
-            weight = (
-                weight
-                * (gamma / torch.sqrt(norm.running_var.detach().double() + norm.eps))[:, None, None, None]
-            )
-        reach += weight.square().sum(dim=(0, 2, 3)).to(reach.device)
+        reach += _filters(reader).square().sum(dim=(0, 2, 3)).to(reach.device)
     return variance * reach
 
 

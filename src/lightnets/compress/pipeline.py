@@ -148,6 +148,12 @@ class _Steps:
             self.memory[name] = max(self.memory.get(name, 0), peak * 1024)
 
 
+def _folded_copies(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """A copy of ``model`` with BatchNorm folded, to compress, and a frozen one to learn from."""
+    work = fold_batchnorm(copy.deepcopy(model), inplace=True)
+    return work, copy.deepcopy(work).eval().requires_grad_(False)
+
+
 def run_recovery(
     work: nn.Module, teacher: nn.Module, recovery: Recovery, steps: int, seed: int, desc: str, progress: bool
 ) -> list[float]:
@@ -211,8 +217,7 @@ def compress_model(
         raise ValueError(f"prune_stages must be at least 1, got {prune_stages}")
     step = _Steps()
     with step("fold"):
-        work = fold_batchnorm(copy.deepcopy(model), inplace=True)
-        teacher = copy.deepcopy(work).eval().requires_grad_(False)
+        work, teacher = _folded_copies(model)
     table = resolve_sparsities(work, sparsity, sparsities)
     losses: list[float] = []
     shared: dict[str, SharedLayer] = {}
@@ -265,8 +270,7 @@ def _quantisation_aware(
 ) -> Compressed:
     step = _Steps()
     with step("fold"):
-        work = fold_batchnorm(copy.deepcopy(model), inplace=True)
-        teacher = copy.deepcopy(work).eval().requires_grad_(False)
+        work, teacher = _folded_copies(model)
     with step("quantisers"):
         prepare_qat(work, bits)
         if calibration is not None:

@@ -32,9 +32,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
+from torch.utils.hooks import RemovableHandle
 
 from ..deploy.quantize import grid_scales
-from .pruning import prunable_layers, weight_parametrizations
+from .pruning import finish, prunable_layers, weight_parametrizations
 
 __all__ = [
     "ActivationQuantizer",
@@ -127,6 +128,7 @@ class ActivationQuantizer(nn.Module):
         super().__init__()
         self.momentum = momentum  # None: the extremes of everything observed
         self.observing = True
+        self.hook: RemovableHandle | None = None  # the layer's hook that calls it
         self.register_buffer("low", torch.tensor(float("nan")))
         self.register_buffer("high", torch.tensor(float("nan")))
 
@@ -173,8 +175,9 @@ def _unquantisable(model: nn.Module) -> list[str]:
     for name, module in model.named_modules():
         if name in layers or isinstance(module, _PASSIVE) or module is model:
             continue
-        if any(True for _ in module.parameters(recurse=False)) or any(
-            True for _ in module.buffers(recurse=False)
+        if (
+            next(module.parameters(recurse=False), None) is not None
+            or next(module.buffers(recurse=False), None) is not None
         ):
             found.append(f"{name} ({type(module).__name__})")
     return found
@@ -202,8 +205,9 @@ def prepare_qat(model: nn.Module, bits: int = 8) -> list[QatLayer]:
         grid = grid_scales(weight.cpu().numpy(), 0, qmax_of(bits)) if bits == 8 else None
         scale = torch.from_numpy(grid) if grid is not None else least_error_scales(weight, bits)
         parametrize.register_parametrization(module, "weight", GridWeight(scale, bits), unsafe=True)
-        module.add_module("input_quantizer", ActivationQuantizer())
-        module.register_forward_pre_hook(_quantize_input)
+        quantizer = ActivationQuantizer()
+        module.add_module("input_quantizer", quantizer)
+        quantizer.hook = module.register_forward_pre_hook(_quantize_input)
         rows.append(QatLayer(name, bits, int(weight.shape[0]), grid is not None))
     return rows
 
@@ -249,14 +253,12 @@ def grid_layers(model: nn.Module) -> dict[str, tuple[int, np.ndarray]]:
 def finish_qat(model: nn.Module) -> dict[str, tuple[int, np.ndarray]]:
     """Bake the quantised weights in and remove the input quantisers (in place); returns
     :func:`grid_layers` as they were, for the container's ``grid`` encoding."""
-    from .pruning import finish
-
     grids = grid_layers(model)
-    for module in model.modules():
-        if "input_quantizer" in module._modules:
+    for module in list(model.modules()):
+        quantizer = module._modules.get("input_quantizer")
+        if isinstance(quantizer, ActivationQuantizer):
+            if quantizer.hook is not None:
+                quantizer.hook.remove()
             del module._modules["input_quantizer"]
-            for key, hook in list(module._forward_pre_hooks.items()):
-                if hook is _quantize_input:
-                    del module._forward_pre_hooks[key]
     finish(model)
     return grids

@@ -25,10 +25,19 @@ from torch import Tensor, nn
 from ..layers import ConvBNAct, TFSamePad, tf_same_pad, to_channels_last
 from ..models.low_rank import LowRank
 
-__all__ = ["FusedConvAct", "deploy", "fold_batchnorm", "fuse_conv_bn_act", "is_deployed"]
+__all__ = ["FusedConvAct", "batchnorm_scale", "deploy", "fold_batchnorm", "fuse_conv_bn_act", "is_deployed"]
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+def batchnorm_scale(bn: nn.modules.batchnorm._BatchNorm) -> Tensor:
+    """``gamma / sqrt(var + eps)`` per channel in float64: what folding multiplies the
+    preceding layer's filters by (the BatchNorm must have running statistics)."""
+    assert bn.running_var is not None
+    var = bn.running_var.detach().double()
+    gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(var)
+    return gamma / torch.sqrt(var + bn.eps)
 
 
 @torch.no_grad()
@@ -49,10 +58,8 @@ def fold_into(layer: nn.modules.conv._ConvNd | nn.Linear, bn: nn.modules.batchno
         raise ValueError("transposed convolutions are not folded")  # their out channels are dim 1
     dtype = weight.dtype
     mean = bn.running_mean.double()
-    var = bn.running_var.double()
-    gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(mean)
     beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(mean)
-    scale = gamma / torch.sqrt(var + bn.eps)
+    scale = batchnorm_scale(bn)
     bias = layer.bias.double() if layer.bias is not None else torch.zeros_like(mean)
     shape = (-1,) + (1,) * (weight.dim() - 1)
     new_weight = (weight.double() * scale.view(shape)).to(dtype)
