@@ -23,17 +23,14 @@ from __future__ import annotations
 import csv
 import json
 import math
-import shlex
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _output import benchmark_parser, finish_plot, subplots, write_csv  # noqa: E402
-from _paths import IMAGENETTE, REPO, RESULTS  # noqa: E402
-from train_common import load_average  # noqa: E402
+from _paths import IMAGENETTE, RESULTS  # noqa: E402
+from train_common import train_command  # noqa: E402
 
 from lightnets.deploy.bench_report import machine_description  # noqa: E402
 from lightnets.files import write_text  # noqa: E402
@@ -78,29 +75,21 @@ def protocol(budget: str, resolution: int, seeds: int) -> str:
 
 
 def train(claim: str, design: str, options: list[str], seed: int, args, runs: Path) -> dict:
-    out = runs / f"{claim}_{design.replace(' ', '_')}_{seed}"
-    if out.exists():
-        subprocess.run(["rm", "-rf", str(out)], check=True)
-    command = [
-        str(REPO / ".venv" / "bin" / "python"), "-m", "lightnets.train", *options, "--data", str(IMAGENETTE),
-        "--resolution", str(args.resolution), "--time-budget", args.budget, "--seed", str(seed),
-        "--out", str(out), "--no-progress",
-    ]  # fmt: skip
-    load_before = load_average()
-    started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    took = time.perf_counter() - started
-    summary = json.loads((out / "summary.json").read_text())
+    run = train_command(
+        [*options, "--data", str(IMAGENETTE), "--resolution", str(args.resolution), "--time-budget", args.budget,
+         "--seed", str(seed)],
+        runs / f"{claim}_{design.replace(' ', '_')}_{seed}", quiet=True,
+    )  # fmt: skip
     return {
         "claim": claim,
         "design": design,
         "seed": seed,
-        "val_top1": round(summary["recommended"]["val_top1"], 2),
-        "steps": summary["steps"],
-        "command_s": round(took, 1),
-        "load_before": load_before,
-        "load_after": load_average(),
-        "command": " ".join(shlex.quote(a) for a in command).replace(str(REPO) + "/", ""),
+        "val_top1": round(run["recommended"]["val_top1"], 2),
+        "steps": run["steps"],
+        "command_s": round(run["command_s"], 1),
+        "load_before": run["load_before"],
+        "load_after": run["load_after"],
+        "command": run["command"],
     }
 
 

@@ -16,17 +16,14 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _output import benchmark_parser, finish_plot, subplots  # noqa: E402
-from _paths import IMAGENETTE, REPO, RESULTS  # noqa: E402
+from _paths import IMAGENETTE, RESULTS  # noqa: E402
 from eval_resolution import top1_at_sides  # noqa: E402
-from train_common import load_average  # noqa: E402
+from train_common import train_command  # noqa: E402
 
 from lightnets.deploy.bench_report import cpu_name  # noqa: E402
 from lightnets.files import atomic_write, write_text  # noqa: E402
@@ -69,18 +66,11 @@ FIELDS = [
 def run_row(name: str, runs: Path, extra: list[str]) -> dict:
     label, model, resolution, budget = ROWS[name]
     out = runs / name
-    if out.exists():
-        subprocess.run(["rm", "-rf", str(out)], check=True)
-    command = [
-        str(REPO / ".venv" / "bin" / "python"), "-m", "lightnets.train", *model, "--data", str(IMAGENETTE),
-        "--resolution", str(resolution), "--time-budget", budget, "--out", str(out), "--no-progress",
-        *extra,
-    ]  # fmt: skip
-    load_before = load_average()
-    started = time.perf_counter()
-    subprocess.run(command, check=True)
-    took = time.perf_counter() - started
-    summary = json.loads((out / "summary.json").read_text())
+    summary = train_command(
+        [*model, "--data", str(IMAGENETTE), "--resolution", str(resolution), "--time-budget", budget, *extra],
+        out,
+    )
+    took, load_before, command = summary["command_s"], summary["load_before"], summary["command"]
     b = summary["budget"]
     eval_resolution = summary["eval_resolution"]
     top1 = summary["recommended"]["val_top1"]
@@ -109,8 +99,8 @@ def run_row(name: str, runs: Path, extra: list[str]) -> dict:
         "precision": summary["execution"]["precision"],
         "cpu": f"{cpu_name()}, {os.cpu_count()} logical CPUs",
         "load_before": load_before,
-        "load_after": load_average(),
-        "command": " ".join(shlex.quote(a) for a in command).replace(str(REPO) + "/", ""),
+        "load_after": summary["load_after"],
+        "command": command,
     }
 
 

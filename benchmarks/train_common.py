@@ -41,6 +41,35 @@ def machine_header(title: str, command: str | None = None) -> str:
     )
 
 
+def train_command(options: list[str], out: Path, quiet: bool = False) -> dict:
+    """Run ``python -m lightnets.train OPTIONS --out OUT --no-progress`` as a subprocess (a
+    fresh folder: its time covers the whole command) and return its summary, with the
+    seconds it took, the load before and after, and the command as a repository-relative
+    string."""
+    import json
+    import shutil
+    import subprocess
+    import time
+
+    from _paths import REPO
+
+    if out.exists():
+        shutil.rmtree(out)
+    command = [str(REPO / ".venv" / "bin" / "python"), "-m", "lightnets.train", *options, "--out", str(out),
+               "--no-progress"]  # fmt: skip
+    load_before = load_average()
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL if quiet else None)
+    took = time.perf_counter() - started
+    summary = json.loads((out / "summary.json").read_text())
+    return summary | {
+        "command_s": took,
+        "load_before": load_before,
+        "load_after": load_average(),
+        "command": " ".join(shlex.quote(a) for a in command).replace(str(REPO) + "/", ""),
+    }
+
+
 def run_or_reuse(config, reuse: bool = False):
     """``lightnets.train.train(config)``, or with ``reuse`` the result of a finished run of
     the same configuration already in ``config.out`` (so a benchmark can add a row without
