@@ -55,16 +55,19 @@ def _weights_identity(weights: str | Path) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
-def choice_key(weights: str | Path, model: str | None, threads: int) -> dict[str, Any]:
-    """What a cached choice must match to be reused."""
+def machine_identity(packages: tuple[str, ...] = _PACKAGES) -> dict[str, Any]:
+    """This CPU (model and flags) and the versions of ``packages``: what a measurement kept
+    in the cache must match to be reused."""
     return {
-        "weights": _weights_identity(weights),
-        "model": model,
-        "threads": threads,
         "cpu": cpu_model(),
         "cpu_flags": hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest()[:16],
-        "versions": {package: _installed(package) for package in _PACKAGES},
+        "versions": {package: _installed(package) for package in packages},
     }
+
+
+def choice_key(weights: str | Path, model: str | None, threads: int) -> dict[str, Any]:
+    """What a cached choice must match to be reused."""
+    return {"weights": _weights_identity(weights), "model": model, "threads": threads, **machine_identity()}
 
 
 def _choices_file() -> Path:
