@@ -62,6 +62,24 @@ CLAIMS = {
         ("SR 0.75", ["--model", "squeezenet1_0", "--sr", "0.75"]),
         ("SR 0.125", ["--model", "squeezenet1_0", "--sr", "0.125"]),
     ),
+    "squeezenet_simple_bypass": (
+        "SqueezeNet, Table 3",
+        "simple bypass beats none: top-1 60.4 % with, 57.5 % without",
+        ("simple bypass", ["--model", "squeezenet1_0", "--bypass", "simple"]),
+        ("no bypass", ["--model", "squeezenet1_0"]),
+    ),
+    "squeezenet_complex_bypass": (
+        "SqueezeNet, Table 3",
+        "simple bypass beats complex bypass: top-1 60.4 % against 58.8 %",
+        ("simple bypass", ["--model", "squeezenet1_0", "--bypass", "simple"]),
+        ("complex bypass", ["--model", "squeezenet1_0", "--bypass", "complex"]),
+    ),
+    "shufflenet_groups_025": (
+        "ShuffleNet, Table 2",
+        "more groups help the smallest network: 0.25x error 52.7 % at g=8, 57.1 % at g=1",
+        ("g=8", ["--model", "shufflenet_v1", "--scale", "0.25", "--groups", "8"]),
+        ("g=1", ["--model", "shufflenet_v1", "--scale", "0.25", "--groups", "1"]),
+    ),
 }
 FIELDS = ["claim", "design", "seed", "val_top1", "steps", "command_s", "load_before", "load_after", "command"]
 

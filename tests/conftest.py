@@ -6,6 +6,7 @@ path to ``../shared`` is worked out here, once; tests ask for it through a fixtu
 """
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,23 @@ def imagenet_sample() -> Path:
 def imagenette() -> Path:
     """The Imagenette subset (``train/`` and ``val/``, 10 class folders each)."""
     return shared_folder(IMAGENETTE, "Imagenette subset")
+
+
+@pytest.fixture
+def tiny_imagenette(imagenette, tmp_path):
+    """``make(classes, train_per_class, val_per_class)``: a train/ + val/ copy of real images."""
+
+    def make(classes: int = 2, train: int = 8, val: int = 2) -> Path:
+        root = tmp_path / f"imagenette_{classes}_{train}_{val}"
+        for split, count in (("train", train), ("val", val)):
+            for folder in sorted((imagenette / split).iterdir())[:classes]:
+                target = root / split / folder.name
+                target.mkdir(parents=True, exist_ok=True)
+                for image in sorted(folder.iterdir())[:count]:
+                    shutil.copy(image, target / image.name)
+        return root
+
+    return make
 
 
 @pytest.fixture(scope="session")

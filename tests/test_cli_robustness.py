@@ -126,3 +126,22 @@ def test_max_pixels_sets_the_limit_of_the_command(capsys, monkeypatch):
     monkeypatch.setenv(images.ENV_MAX_PIXELS, str(images.max_pixels()))
     code, _ = run(capsys, "profile", "mobilenet_v2", "--width", "0.35", "--max-pixels", "1000000")
     assert code == 0 and images.max_pixels() == 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("50M", 50e6), ("1.5G", 1.5e9), ("300k", 300e3), ("2000", 2000.0)]
+)
+def test_amounts_take_decimal_suffixes(text, value):
+    from lightnets.arguments import quantity
+
+    assert quantity(text) == value
+
+
+@pytest.mark.parametrize("text", ["5X", "0", "-1M", "M", "nanK"])
+def test_bad_amounts_are_refused(text):
+    import argparse
+
+    from lightnets.arguments import quantity
+
+    with pytest.raises(argparse.ArgumentTypeError):
+        quantity(text)

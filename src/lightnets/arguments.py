@@ -51,3 +51,36 @@ def number_in(low: float, high: float, *, high_open: bool = False) -> Callable[[
 
     parse.__name__ = "number"
     return parse
+
+
+_SUFFIXES = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9}
+
+
+def quantity(text: str) -> float:
+    """A positive amount with an optional decimal suffix: ``50M`` = 50,000,000, ``1.5G``, ``300K``."""
+    cleaned = text.strip().upper()
+    suffix = cleaned[-1:] if cleaned[-1:] in ("K", "M", "G") else ""
+    try:
+        value = float(cleaned[: len(cleaned) - len(suffix)]) * _SUFFIXES[suffix]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an amount; give e.g. 50M, 1.5G or 300K") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is out of range: give a positive amount")
+    return value
+
+
+quantity.__name__ = "amount"
+
+
+def positive_number(text: str) -> float:
+    """A finite number above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is out of range: give a positive number")
+    return value
+
+
+positive_number.__name__ = "number"

@@ -45,7 +45,7 @@ from .zoo import (
 DESCRIPTION = """\
 lightnets: MobileNet v1, MobileNetV2, SqueezeNet and ShuffleNet v1 exactly as their
 papers define them. Pick a network that fits a budget (multiply-adds, parameters,
-activation memory), and check every figure the papers report.
+activation memory, latency: lightnets search), and check every figure the papers report.
 """
 
 EPILOG = """\
@@ -63,6 +63,7 @@ examples:
   lightnets predict photo.jpg --weights mnv2.onnx            # ONNX Runtime
   lightnets train --model mobilenet_v2 --data imagenette/ --resolution 128 --out runs/mnv2
   lightnets bench mobilenet_v2_100 --threads 1 --out bench/
+  lightnets search --max-madds 50M --max-latency 5           # the best networks under a budget
   lightnets compress --weights squeezenet1_1.gluon_npy --prune 0.6 --share-bits 6 --huffman -o sq.lnz
 
 Original weight files are found under --weights-root or $LIGHTNETS_WEIGHTS, in the cache
@@ -380,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .compress.cli import add_compress_parser
 
     add_compress_parser(sub)
+    from .search.cli import add_search_parser
+
+    add_search_parser(sub)
     add_photo_parsers(sub)
     for command in sub.choices.values():
         add_common_options(command)
