@@ -62,17 +62,11 @@ CLAIMS = {
         ("SR 0.75", ["--model", "squeezenet1_0", "--sr", "0.75"]),
         ("SR 0.125", ["--model", "squeezenet1_0", "--sr", "0.125"]),
     ),
-    "squeezenet_simple_bypass": (
-        "SqueezeNet, Table 3",
-        "simple bypass beats none: top-1 60.4 % with, 57.5 % without",
-        ("simple bypass", ["--model", "squeezenet1_0", "--bypass", "simple"]),
-        ("no bypass", ["--model", "squeezenet1_0"]),
-    ),
-    "squeezenet_complex_bypass": (
-        "SqueezeNet, Table 3",
-        "simple bypass beats complex bypass: top-1 60.4 % against 58.8 %",
-        ("simple bypass", ["--model", "squeezenet1_0", "--bypass", "simple"]),
-        ("complex bypass", ["--model", "squeezenet1_0", "--bypass", "complex"]),
+    "squeezenet_pct3x3": (
+        "SqueezeNet, Figure 3b",
+        "more 3x3 expand filters help, up to half of them (top-5 plateaus from pct3x3 = 50 %)",
+        ("pct3x3 0.5", ["--model", "squeezenet1_0", "--pct3x3", "0.5"]),
+        ("pct3x3 0.125", ["--model", "squeezenet1_0", "--pct3x3", "0.125"]),
     ),
     "shufflenet_groups_025": (
         "ShuffleNet, Table 2",
