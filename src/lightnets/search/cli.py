@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from .space import RESOLUTIONS, SPACE
 
 DESCRIPTION = """\
 Find the networks of the four families (their knobs: width, resolution, expansion, groups,
-scale, SR, pct3x3, bypass; see lightnets.search.space) that meet every given bound, and
+scale, SR, pct3x3; see lightnets.search.space) that meet every given bound, and
 print their Pareto front: predicted ImageNet top-1 against the constrained cost (--cost).
 Costs are exact: MAdds and parameters from the analyser, peak activation memory (float32)
 from its block execution model, batch-1 latency on this machine from the latency model
@@ -96,6 +97,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     constraints = Constraints(args.max_madds, args.max_params, args.max_memory, args.max_latency)
     budget = parse_duration(args.train_budget) if args.train else None
+    if args.train and not Path(args.train).is_dir():
+        raise ValueError(f"--train {args.train}: no such folder (class folders in train/ and val/)")
     out = Path(args.out)
     result = search(
         constraints,
@@ -106,6 +109,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         args.threads,
         out,
         progress=None if args.quiet else lambda pool, n: tqdm(pool, total=n, desc="search", unit="net"),
+        show_calibration=not args.quiet,
     )
     headers = list(HEADERS)
     if args.train:
@@ -144,7 +148,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.plot:
         from .plot import plot_front
 
-        print(f"written {plot_front(result, args.plot)}")
+        # Beside JSON on standard output, the note goes to standard error.
+        print(
+            f"written {plot_front(result, args.plot)}",
+            file=sys.stderr if args.format == "json" else sys.stdout,
+        )
     return 0
 
 

@@ -85,8 +85,14 @@ class Evaluated:
 class CostEvaluator:
     """Computes a candidate's costs on demand, in order of expense, keeping every result."""
 
-    def __init__(self, backend: str = "ort_fp32", threads: int = 1, state: Path | None = None) -> None:
-        self.backend, self.threads = backend, threads
+    def __init__(
+        self,
+        backend: str = "ort_fp32",
+        threads: int = 1,
+        state: Path | None = None,
+        show_calibration: bool = False,
+    ) -> None:
+        self.backend, self.threads, self.show_calibration = backend, threads, show_calibration
         self.table: LatencyTable | None = None
         self.state = state / "evaluated.jsonl" if state is not None else None
         self.known: dict[str, dict[str, float]] = {}
@@ -121,6 +127,8 @@ class CostEvaluator:
             return {"peak_memory": memory.peak_bytes}
         if self.table is None:
             self.table = LatencyTable(self.backend, self.threads)
+        if self.table.calibration is None:  # once per machine: a minute, worth a progress bar
+            self.table.calibrate(progress=self.show_calibration)
         return {"latency_ms": self.table.predict(model, size).latency_ms}
 
 
@@ -193,16 +201,19 @@ def search(
     threads: int = 1,
     out: str | Path | None = None,
     progress: Callable[[Iterable[Candidate], int], Iterable[Candidate]] | None = None,
+    show_calibration: bool = False,
 ) -> SearchResult:
     """The candidates that meet ``constraints`` and their Pareto front of predicted top-1
     against ``cost`` (default: the first constrained of latency, MAdds, parameters, memory;
-    MAdds if none is). ``out`` keeps the search's state so that it resumes."""
+    MAdds if none is). ``out`` keeps the search's state so that it resumes. ``progress``
+    wraps the walk over the space (a progress bar); ``show_calibration`` shows one while the
+    latency table is calibrated, the first time this machine is searched."""
     given = constraints.given()
     cost = cost or next((c for c in ("latency_ms", "madds", "params", "peak_memory") if c in given), "madds")
     if cost not in COSTS:
         raise ValueError(f"unknown cost {cost!r}; expected one of {COSTS}")
     pool = candidates(families, resolutions)
-    evaluator = CostEvaluator(backend, threads, Path(out) if out is not None else None)
+    evaluator = CostEvaluator(backend, threads, Path(out) if out is not None else None, show_calibration)
     accuracy = AccuracyModel.from_papers()
     # Cheap costs first: latency is timed only for candidates that passed the others.
     order = sorted(set(given) | {cost, "madds", "params"}, key=COSTS.index)

@@ -2,10 +2,10 @@
 
 Each family lists the values of the builder arguments the papers study (MobileNet v1's
 width multiplier and its shallow variant, MobileNetV2's width and expansion factor t,
-ShuffleNet's groups g and scale, SqueezeNet's squeeze ratio SR, pct3x3 and bypass);
-every family is searched at every input side in :data:`RESOLUTIONS`. A
-:class:`Candidate` is one point: ``create_model(candidate.model, **candidate.options)``
-at ``candidate.resolution`` rebuilds it.
+ShuffleNet's groups g and scale, SqueezeNet's squeeze ratio SR and pct3x3, not yet its
+bypasses, which do not train from scratch); every family is searched at every input side
+in :data:`RESOLUTIONS`. A :class:`Candidate` is one point:
+``create_model(candidate.model, **candidate.options)`` at ``candidate.resolution`` rebuilds it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ SPACE: dict[str, dict[str, tuple[Any, ...]]] = {
     "mobilenet_v1": {"width": (0.25, 0.5, 0.75, 1.0), "variant": ("separable", "shallow")},
     "mobilenet_v2": {"width": (0.35, 0.5, 0.75, 1.0, 1.4), "expansion": (4.0, 6.0)},
     "shufflenet_v1": {"groups": (1, 2, 3, 4, 8), "scale": (0.25, 0.5, 1.0, 1.5, 2.0)},
-    "squeezenet1_1": {"sr": (0.125, 0.25, 0.5), "pct3x3": (0.25, 0.5, 0.75), "bypass": (None, "simple")},
+    "squeezenet1_1": {"sr": (0.125, 0.25, 0.5), "pct3x3": (0.25, 0.5, 0.75)},
 }
 RESOLUTIONS = (96, 128, 160, 192, 224)
 
