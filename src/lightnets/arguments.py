@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from typing import Any
 
 
 def _integer(text: str) -> int:
@@ -53,34 +54,44 @@ def number_in(low: float, high: float, *, high_open: bool = False) -> Callable[[
     return parse
 
 
-_SUFFIXES = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9}
+def _positive(text: str, suffixes: dict[str, float], expected: str) -> float:
+    """A finite number above zero, optionally followed by one of ``suffixes`` (its factor)."""
+    cleaned = text.strip().upper()
+    suffix = cleaned[-1:] if cleaned[-1:] in suffixes else ""
+    try:
+        value = float(cleaned[: len(cleaned) - len(suffix)]) * suffixes.get(suffix, 1.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {expected}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text} is out of range: give a positive {'amount' if suffixes else 'number'}"
+        )
+    return value
 
 
 def quantity(text: str) -> float:
     """A positive amount with an optional decimal suffix: ``50M`` = 50,000,000, ``1.5G``, ``300K``."""
-    cleaned = text.strip().upper()
-    suffix = cleaned[-1:] if cleaned[-1:] in ("K", "M", "G") else ""
-    try:
-        value = float(cleaned[: len(cleaned) - len(suffix)]) * _SUFFIXES[suffix]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an amount; give e.g. 50M, 1.5G or 300K") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is out of range: give a positive amount")
-    return value
-
-
-quantity.__name__ = "amount"
+    return _positive(text, {"K": 1e3, "M": 1e6, "G": 1e9}, "an amount; give e.g. 50M, 1.5G or 300K")
 
 
 def positive_number(text: str) -> float:
     """A finite number above zero."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is out of range: give a positive number")
-    return value
+    return _positive(text, {}, "a number")
 
 
+quantity.__name__ = "amount"
 positive_number.__name__ = "number"
+
+
+def add_command(
+    subparsers: Any, name: str, summary: str, description: str, epilog: str
+) -> argparse.ArgumentParser:
+    """A ``lightnets`` subcommand whose ``--help`` keeps the line breaks of its description
+    and examples."""
+    return subparsers.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..arguments import at_least, number_in, positive_int
+from ..arguments import add_command, at_least, number_in, positive_int
 from ..deploy.calibration import DEFAULT_CALIBRATION_IMAGES
 from ..files import write_bytes
 from ..render import FORMATS, render
@@ -16,6 +16,7 @@ from ..weights.container import SUFFIX
 from ..weights.load import metadata_json
 from ..zoo import add_model_or_weights_options, model_from_args, transform_of
 
+SUMMARY = "prune, weight-share and Huffman-code a model (Deep Compression)"
 DESCRIPTION = f"""\
 Compress a trained model as Deep Compression does: fold BatchNorm, prune by magnitude
 (--prune for every layer, --sparsities per layer), recover by distillation from the
@@ -84,13 +85,7 @@ def qat_bits_type(text: str) -> int:
 
 
 def add_compress_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "compress",
-        help="prune, weight-share and Huffman-code a model (Deep Compression)",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(subparsers, "compress", SUMMARY, DESCRIPTION, EPILOG)
     add_model_or_weights_options(p, weights_required=True)
     g = p.add_argument_group("steps")
     g.add_argument(

@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import nn
 
-from ..arguments import at_least, non_negative_int, positive_int
+from ..arguments import add_command, at_least, non_negative_int, positive_int
 from ..zoo import (
     add_model_options,
     add_model_or_weights_options,
@@ -125,10 +125,11 @@ def _verify(model: nn.Module, runtime: ModelFile, folder: str, count: int) -> No
 
 def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``export`` subcommand to a ``add_subparsers()`` object; returns its parser."""
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "export",
-        help="export a model to ONNX or TFLite (fp32, or int8 calibrated on real images)",
-        description="Export a model (random weights, or --weights) to an ONNX file (-o NAME.onnx: "
+        "export a model to ONNX or TFLite (fp32, or int8 calibrated on real images)",
+        "Export a model (random weights, or --weights) to an ONNX file (-o NAME.onnx: "
         "dynamic batch, NCHW, checked with onnx.checker) or a TFLite file for LiteRT (-o NAME.tflite: "
         'batch 1, NHWC input; needs pip install "lightnets[tflite]"). BatchNorm is folded; the '
         "model name, input size, mean/std and class names go in the file's metadata. The input is "
@@ -136,14 +137,13 @@ def add_export_parser(subparsers: Any) -> argparse.ArgumentParser:
         "quantisation (per-channel weights) calibrated on a folder of real images: QDQ for ONNX "
         "(float input), LiteRT's quantiser for TFLite (int8 input with its scale and zero point in "
         "the tensor's quantisation parameters, like the official quantised files; float logits).",
-        epilog="examples:\n"
+        "examples:\n"
         "  lightnets export --weights mobilenet_v2_100_224.tflite_uint8 -o mobilenet_v2.onnx\n"
         "  lightnets export shufflenet_v1 --groups 8 --input-size 160 -o shufflenet.onnx\n"
         "  lightnets export --weights mobilenet_v2_100_224.tflite_uint8 -o mnv2_int8.tflite --int8 "
         "--calibration imagenette/train --verify imagenet-sample/\n"
         "  lightnets export --weights squeezenet1_1.gluon_npy -o sq_int8.onnx --int8 "
         "--calibration imagenette/train --verify imagenet-sample/",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_or_weights_options(p)
     p.add_argument("-o", "--output", required=True, metavar="FILE.onnx|FILE.tflite")
@@ -313,22 +313,22 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     from .bench import BACKENDS as BENCH_BACKENDS
     from .bench import MIN_RUNS
 
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "bench",
-        help="latency, throughput and memory of models under several backends",
-        description="Time models on this CPU: latency at batch 1 (median and p90 over --runs "
+        "latency, throughput and memory of models under several backends",
+        "Time models on this CPU: latency at batch 1 (median and p90 over --runs "
         "calls after --warmup), throughput at batch --batch, and peak resident memory, for "
         "each backend and thread count, each measurement in a fresh process. Also measures "
         "the machine's fp32 GEMM rate and gives each model its floor, MAdds / that rate, the "
         "latency no backend can beat. Backends: "
         + "; ".join(f"{name}: {text}" for name, text in BENCH_BACKENDS.items())
         + ".",
-        epilog="examples:\n"
+        "examples:\n"
         "  lightnets bench                                   # the default sweep, all families\n"
         "  lightnets bench mobilenet_v2_100 --threads 1 --backends eager,folded,ort_fp32\n"
         "  lightnets bench mobilenet_v2_100_224.tflite_uint8 --backends ort_fp32,ort_int8 \\\n"
         "      --calibration imagenette/train --out bench/",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "models",

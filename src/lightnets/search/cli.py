@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..arguments import positive_int, positive_number, quantity
+from ..arguments import add_command, positive_int, positive_number, quantity
 from ..deploy.latency import LATENCY_BACKENDS
 from ..render import render
 from .space import RESOLUTIONS, SPACE
 
+SUMMARY = "the best networks under MAdds / parameter / memory / latency bounds"
 DESCRIPTION = """\
 Find the networks of the four families (their knobs: width, resolution, expansion, groups,
 scale, SR, pct3x3; see lightnets.search.space) that meet every given bound, and
@@ -37,13 +38,7 @@ HEADERS = ["model", "kwargs", "resolution", "madds", "params", "peak_memory", "l
 
 
 def add_search_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "search",
-        help="the best networks under MAdds / parameter / memory / latency bounds",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(subparsers, "search", SUMMARY, DESCRIPTION, EPILOG)
     bounds = p.add_argument_group("bounds (K, M, G: thousand, million, billion)")
     bounds.add_argument("--max-madds", type=quantity, metavar="N", help="multiply-adds, e.g. 50M")
     bounds.add_argument(

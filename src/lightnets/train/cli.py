@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..arguments import add_command
 from ..zoo import add_model_options, model_kwargs
 from ..zoo.options import given_model_options
 from .config import TrainConfig, parse_duration
@@ -247,12 +248,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def add_train_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``train`` to the ``lightnets`` subcommands."""
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "train",
-        help="train, fine-tune or distil a model (one process or torchrun)",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "train, fine-tune or distil a model (one process or torchrun)",
+        DESCRIPTION,
+        EPILOG,
     )
     add_arguments(p)
     p.set_defaults(func=cmd_train)
