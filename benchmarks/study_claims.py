@@ -44,6 +44,12 @@ CLAIMS = {
         ("linear", ["--model", "mobilenet_v2"]),
         ("ReLU6", ["--model", "mobilenet_v2", "--bottleneck", "relu6"]),
     ),
+    "mobilenet_v2_shortcut": (
+        "MobileNetV2, Figure 6b",
+        "shortcuts between the bottlenecks beat no residual connections (higher top-1 throughout training)",
+        ("shortcuts", ["--model", "mobilenet_v2"]),
+        ("no shortcuts", ["--model", "mobilenet_v2", "--shortcut", "none"]),
+    ),
     "shufflenet_shuffle": (
         "ShuffleNet, Table 3",
         "channel shuffle helps: 1x g=3 error 32.6 % with, 34.5 % without",

@@ -240,7 +240,8 @@ class InvertedResidual(nn.Module):
     (the paper's Section 3.2). The shortcut joins the bottlenecks when the stride is 1
     and the channel counts match. ``hidden_channels`` is given by the caller, who owns
     the rounding rule. ``project_act`` puts an activation after the projection instead,
-    the non-linear bottleneck of the paper's ablation (Figure 6a).
+    the non-linear bottleneck of the paper's ablation (Figure 6a); ``shortcut=False`` drops the
+    shortcut, the residual-free network of Figure 6b.
     """
 
     def __init__(
@@ -252,6 +253,7 @@ class InvertedResidual(nn.Module):
         act: str = "relu6",
         padding: str = "symmetric",
         project_act: str | None = None,
+        shortcut: bool = True,
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
@@ -269,7 +271,7 @@ class InvertedResidual(nn.Module):
             hidden_channels, hidden_channels, 3, stride, groups=hidden_channels, act=act, padding=padding
         )
         self.project = ConvBNAct(hidden_channels, out_channels, 1, act=project_act)
-        self.use_shortcut = stride == 1 and in_channels == out_channels
+        self.use_shortcut = shortcut and stride == 1 and in_channels == out_channels
         self.add = Add() if self.use_shortcut else None
         # The inner tensor: the expansion, before the stride (SSDLite's attachment point).
         self.inner_name = "expand"

@@ -116,6 +116,22 @@ def test_mobilenet_v2_non_linear_bottleneck_adds_only_a_relu6_after_each_project
         assert linear.eval().features[:3](x).min() < 0 <= relu6.eval().features[:3](x).min()
 
 
+def test_mobilenet_v2_without_shortcuts_only_drops_the_additions():
+    with_shortcuts = lightnets.create_model("mobilenet_v2")
+    without = lightnets.create_model("mobilenet_v2", shortcut="none")
+    blocks = [m for m in with_shortcuts.modules() if isinstance(m, lightnets.layers.InvertedResidual)]
+    assert sum(b.use_shortcut for b in blocks) == 10  # Table 2: n - 1 repeats of each sequence
+    assert not any(isinstance(m, lightnets.layers.Add) for m in without.modules())
+    assert profile(with_shortcuts).params == profile(without).params
+    without.load_state_dict(with_shortcuts.state_dict())
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():  # blocks 1-2 have no shortcut either way; block 3 (16 -> 24 ... 24) has one
+        assert torch.equal(with_shortcuts.eval().features[:3](x), without.eval().features[:3](x))
+        assert not torch.equal(with_shortcuts.features[:4](x), without.features[:4](x))
+    with pytest.raises(ValueError, match="unknown shortcut 'expansion'"):
+        lightnets.create_model("mobilenet_v2", shortcut="expansion")
+
+
 def test_squeezenet_1_0_per_layer_parameters_equal_table_1():
     model = lightnets.create_model("squeezenet1_0")
     table1 = {

@@ -29,6 +29,7 @@ BOTTLENECKS = (
 )
 HEAD_CHANNELS = 1280
 BOTTLENECK_KINDS = ("linear", "relu6")
+SHORTCUT_KINDS = ("bottleneck", "none")
 
 
 class MobileNetV2(Classifier):
@@ -48,6 +49,7 @@ class MobileNetV2(Classifier):
         in_channels: int = 3,
         padding: str = "symmetric",
         bottleneck: str = "linear",
+        shortcut: str = "bottleneck",
     ) -> None:
         if not 0 < width <= 2:
             raise ValueError(f"MobileNetV2 width must be in (0, 2], got {width!r}")
@@ -56,6 +58,8 @@ class MobileNetV2(Classifier):
         if bottleneck not in BOTTLENECK_KINDS:
             raise ValueError(f"unknown bottleneck {bottleneck!r}; expected one of {BOTTLENECK_KINDS}")
         project_act = None if bottleneck == "linear" else "relu6"
+        if shortcut not in SHORTCUT_KINDS:
+            raise ValueError(f"unknown shortcut {shortcut!r}; expected one of {SHORTCUT_KINDS}")
         if not expansion >= 1:
             raise ValueError(f"MobileNetV2 expansion factor t must be >= 1, got {expansion!r}")
         stack = FeatureStack(in_channels)
@@ -68,7 +72,13 @@ class MobileNetV2(Classifier):
                 stride = s if i == 0 else 1
                 hidden = make_divisible(stack.channels * factor) if factor != 1 else stack.channels
                 block = InvertedResidual(
-                    stack.channels, out, stride, hidden, padding=padding, project_act=project_act
+                    stack.channels,
+                    out,
+                    stride,
+                    hidden,
+                    padding=padding,
+                    project_act=project_act,
+                    shortcut=shortcut == "bottleneck",
                 )
                 stack.add(block, out, stride)
         head = make_divisible(HEAD_CHANNELS * width) if width > 1.0 else HEAD_CHANNELS
@@ -78,6 +88,7 @@ class MobileNetV2(Classifier):
         self.expansion = expansion
         self.padding = padding
         self.bottleneck = bottleneck
+        self.shortcut = shortcut
 
 
 @register_model(
@@ -98,6 +109,7 @@ def mobilenet_v2(
     in_channels: int = 3,
     padding: Literal["symmetric", "tf_same"] = "symmetric",
     bottleneck: Literal["linear", "relu6"] = "linear",
+    shortcut: Literal["bottleneck", "none"] = "bottleneck",
 ) -> MobileNetV2:
     """MobileNetV2 (Sandler et al., 2018), the paper's Table 2.
 
@@ -106,5 +118,6 @@ def mobilenet_v2(
         expansion: expansion factor t of every inverted residual block but the first (which keeps t = 1), a number >= 1; Table 2 uses 6.
         padding: padding of the strided convolutions, 'symmetric' (PyTorch's) or 'tf_same' (TensorFlow's, for weights trained there).
         bottleneck: 'linear' (the paper's design) or 'relu6' (a ReLU6 after every projection, the ablation of Figure 6a).
+        shortcut: 'bottleneck' (the paper's design: shortcuts between the bottlenecks) or 'none' (no residual connections, the ablation of Figure 6b).
     """
-    return MobileNetV2(width, expansion, num_classes, dropout, in_channels, padding, bottleneck)
+    return MobileNetV2(width, expansion, num_classes, dropout, in_channels, padding, bottleneck, shortcut)
