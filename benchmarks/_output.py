@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lightnets.files import atomic_path, atomic_write, write_text
+from lightnets.files import atomic_write, write_figure, write_text
 
 
 def benchmark_parser(doc: str | None) -> argparse.ArgumentParser:
@@ -29,14 +29,8 @@ def subplots(*args, **kwargs):
 
 def save_figure(fig, path: str | Path) -> Path:
     """Lay out ``fig``, write it to ``path`` (temporary file, then rename) and close it."""
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
     fig.tight_layout()
-    with atomic_path(path) as temporary:
-        fig.savefig(temporary, format=path.suffix.lstrip(".") or "png")
-    plt.close(fig)
-    return path
+    return write_figure(fig, path)
 
 
 def finish_plot(fig, ax, path: str | Path, xlabel: str, ylabel: str | None, title: str) -> Path:

@@ -61,11 +61,11 @@ def main() -> None:
             for r in csv.DictReader((RESULTS / "latency_model.csv").open())
         ]
         calibrations = {b: LatencyTable(b, args.threads).calibration for b in args.backends}
-        write(rows, args, math.nan, calibrations)
+        write(rows, args, math.nan, calibrations, fresh=False)
         return
     models = args.models or classifiers()
     started = time.time()
-    args.fresh = not any(LatencyTable(b, args.threads).entries for b in args.backends)
+    fresh = not any(LatencyTable(b, args.threads).entries for b in args.backends)
     rows = []
     for name in models:
         net = create_model(name).eval()
@@ -97,10 +97,10 @@ def main() -> None:
             rows.append(row)
             print(row, flush=True)
     calibrations = {b: LatencyTable(b, args.threads).calibration for b in args.backends}
-    write(rows, args, time.time() - started, calibrations)
+    write(rows, args, time.time() - started, calibrations, fresh)
 
 
-def write(rows: list[dict], args, seconds: float, calibrations: dict) -> None:
+def write(rows: list[dict], args, seconds: float, calibrations: dict, fresh: bool) -> None:
     write_csv(rows, RESULTS / "latency_model.csv")
     lines = [
         "# The latency model: predicted against measured batch-1 latency",
@@ -109,11 +109,7 @@ def write(rows: list[dict], args, seconds: float, calibrations: dict) -> None:
         f"- Made by `LIGHTNETS_CACHE=/tmp/lightnets_bench_cache python benchmarks/latency_model.py "
         f"--threads {args.threads}`"
         + (f" in {seconds / 60:.0f} minutes" if math.isfinite(seconds) else "")
-        + (
-            ", operator tables timed and calibrated from an empty cache"
-            if getattr(args, "fresh", False)
-            else ""
-        ),
+        + (", operator tables timed and calibrated from an empty cache" if fresh else ""),
         "- Sum: the network's operators in the lookup table (each timed alone, batch 1) and the runtime's fixed "
         "cost per call once; predicted: that sum calibrated (scale x sum + cost per operator x operators + "
         "constant, fitted on the whole latency of 12 networks of the four families at sides 96-192, none of "

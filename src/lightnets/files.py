@@ -32,6 +32,7 @@ __all__ = [
     "atomic_write",
     "finite_json",
     "write_bytes",
+    "write_figure",
     "write_json",
     "write_text",
 ]
@@ -225,6 +226,20 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_write(path, "wb") as handle:
         handle.write(data)
     return Path(path)
+
+
+def write_figure(fig: Any, path: str | os.PathLike, dpi: float | None = None) -> Path:
+    """Save a matplotlib figure to ``path`` atomically (the format from its suffix, PNG
+    without one) and close it, even when saving fails; returns the path."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    try:
+        with atomic_path(path) as temporary:
+            fig.savefig(temporary, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
+    return path
 
 
 def write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from .files import write_figure
 from .models import get_entry
 from .papers import Comparison
 
@@ -53,8 +54,4 @@ def accuracy_vs_madds(comparisons: Sequence[Comparison], path: str | Path) -> Pa
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return write_figure(fig, path)

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from tiny_networks import TINY_NETWORKS
 from torch import nn
 
 from lightnets import create_model
@@ -66,12 +67,6 @@ def test_table_times_missing_operators_once_and_keeps_them(tmp_path, one_thread)
     assert reread.missing(network_operators(model, (3, 64, 64))) == []
 
 
-TINY_NETWORKS = [("mobilenet_v1", {"width": 0.25}, 32), ("mobilenet_v1", {"width": 0.25}, 64)] + [
-    ("shufflenet_v1", {"groups": 1, "scale": 0.25}, 32),
-    ("shufflenet_v1", {"groups": 1, "scale": 0.25}, 64),
-]
-
-
 def test_calibration_relates_sums_to_whole_networks_and_is_kept(tmp_path, one_thread):
     path = tmp_path / "table.json"
     table = LatencyTable("folded", 1, path=path)
@@ -89,7 +84,7 @@ def test_calibration_relates_sums_to_whole_networks_and_is_kept(tmp_path, one_th
 
 @pytest.mark.slow  # ONNX exports of four networks: half a minute
 def test_the_first_prediction_calibrates_the_table(tmp_path, monkeypatch, one_thread):
-    monkeypatch.setattr(latency, "CALIBRATION_NETWORKS", tuple(TINY_NETWORKS))
+    monkeypatch.setattr(latency, "CALIBRATION_NETWORKS", TINY_NETWORKS)
     table = LatencyTable("ort_fp32", 1, path=tmp_path / "table.json")
     prediction = table.predict(create_model("shufflenet_v1", groups=1, scale=0.25), (3, 48, 48))
     assert table.calibration is not None and prediction.calibration == table.calibration

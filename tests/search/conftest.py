@@ -3,6 +3,7 @@ full-size ones (the calibration itself is tested in tests/deploy/test_latency.py
 share one cache, so an operator timed by one test is looked up by the next."""
 
 import pytest
+from tiny_networks import TINY_NETWORKS
 
 from lightnets.deploy import latency
 
@@ -15,6 +16,4 @@ def shared_cache(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def tiny_calibration(monkeypatch, shared_cache):
     monkeypatch.setenv("LIGHTNETS_CACHE", str(shared_cache))
-    networks = [("mobilenet_v1", {"width": 0.25}, side) for side in (32, 64)]
-    networks += [("shufflenet_v1", {"groups": 1, "scale": 0.25}, side) for side in (32, 64)]
-    monkeypatch.setattr(latency, "CALIBRATION_NETWORKS", tuple(networks))
+    monkeypatch.setattr(latency, "CALIBRATION_NETWORKS", TINY_NETWORKS)

@@ -45,6 +45,7 @@ __all__ = [
     "interleaved",
     "measure",
     "model_targets",
+    "runner",
     "speedup_per_madds_cut",
 ]
 
@@ -133,7 +134,7 @@ class Measurement:
 # -- the measuring process -----------------------------------------------------------------
 
 
-def _build(target: Target, threads: int) -> Callable[[np.ndarray], Any]:
+def runner(target: Target, threads: int) -> Callable[[np.ndarray], Any]:
     """A callable that classifies one float32 NCHW batch with the target's backend."""
     import torch
 
@@ -231,7 +232,7 @@ def measure(
     if threads < 1 or batch < 1 or warmup < 1:
         raise ValueError("threads, batch and warmup must be >= 1")
     baseline = resident_kb("VmRSS")
-    run = _build(target, threads)
+    run = runner(target, threads)
     rng = np.random.default_rng(0)
     one = rng.standard_normal((1, 3, *_height_width(target)), dtype=np.float32)
     many = rng.standard_normal((batch, 3, *_height_width(target)), dtype=np.float32)
@@ -383,7 +384,7 @@ def _interleaved_here(
 ) -> tuple[list[Measurement], float]:
     import torch
 
-    runners = [_build(t, threads) for t in targets]
+    runners = [runner(t, threads) for t in targets]
     a, b = torch.randn(GEMM_SIZE, GEMM_SIZE), torch.randn(GEMM_SIZE, GEMM_SIZE)
     out = torch.empty(GEMM_SIZE, GEMM_SIZE)
     runners.append(lambda _: torch.mm(a, b, out=out))

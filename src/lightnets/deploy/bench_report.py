@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..cpu import cpu_model as cpu_name
-from ..files import atomic_path, atomic_write, write_text
+from ..files import atomic_write, write_figure, write_text
 from .bench import BACKENDS, FOREIGN_BACKENDS, Measurement, speedup_per_madds_cut
 
 __all__ = ["cpu_name", "machine_description", "markdown_table", "plot_latency_vs_madds", "write_report"]
@@ -143,9 +143,7 @@ def plot_latency_vs_madds(measurements: Sequence[Measurement], rates: dict[int, 
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(path) as temporary:
-        fig.savefig(temporary, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
-    plt.close(fig)
+    write_figure(fig, path, dpi=120)
 
 
 def write_report(

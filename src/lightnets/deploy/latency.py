@@ -376,22 +376,19 @@ def _kernel_time_onnxruntime(module: nn.Module, shapes: tuple[tuple[int, ...], .
     return sum(statistics.median(times[warm:] or times) for times in durations.values())
 
 
-def _network_ms(model: nn.Module, side: int, backend: str, threads: int) -> float:
-    """The whole network's batch-1 latency, timed as ``lightnets bench`` runs it."""
-    if backend == "folded":
-        return _time_pytorch(deploy(model), ((1, 3, side, side),), threads)
-    import onnxruntime as ort
+def _network_ms(name: str, kwargs: dict[str, Any], side: int, backend: str, threads: int) -> float:
+    """A registered network's whole batch-1 latency, built and run as ``lightnets bench`` does."""
+    from .bench import model_targets, runner
 
-    from .export import export_onnx
-    from .runtime import session_options
-
-    with tempfile.TemporaryDirectory() as folder:
-        path = export_onnx(model, Path(folder) / "network.onnx", input_size=side)
-        session = ort.InferenceSession(
-            str(path), session_options(threads), providers=["CPUExecutionProvider"]
-        )
-    (image,) = _inputs([(1, 3, side, side)])
-    return _median_ms(lambda: session.run(None, {session.get_inputs()[0].name: image}))
+    previous = torch.get_num_threads()  # the runner sets PyTorch's threads for its process
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            (target,) = model_targets(name, kwargs, backends=[backend], input_size=side, workdir=folder)
+            run = runner(target, threads)  # an ONNX file is loaded here, before its folder goes
+        (image,) = _inputs([(1, 3, side, side)])
+        return _median_ms(lambda: run(image))
+    finally:
+        torch.set_num_threads(previous)
 
 
 class _OneElement(nn.Module):
@@ -478,10 +475,11 @@ class LatencyTable:
 
     def calibrate(
         self,
-        networks: Iterable[tuple[str, dict[str, Any], int]] = CALIBRATION_NETWORKS,
+        networks: Iterable[tuple[str, dict[str, Any], int]] | None = None,
         progress: bool = False,
     ) -> Calibration:
-        """Time each of ``networks`` whole and fit how the table's sums relate to it (kept)."""
+        """Time each of ``networks`` (default :data:`CALIBRATION_NETWORKS`) whole and fit how
+        the table's sums relate to it (kept in the table)."""
         from tqdm import tqdm
 
         from ..zoo import create_model
@@ -491,7 +489,7 @@ class LatencyTable:
         for name, kwargs, side in tqdm(chosen, desc="calibrating the latency model", disable=not progress):
             model = create_model(name, **kwargs).eval()
             total, count = self._sum(model, side)
-            rows.append((total, count, _network_ms(model, side, self.backend, self.threads)))
+            rows.append((total, count, _network_ms(name, kwargs, side, self.backend, self.threads)))
         if len(rows) < 4:
             raise ValueError(f"calibrating a latency table needs 4 or more networks, got {len(rows)}")
         design = np.array([[total, count, 1.0] for total, count, _ in rows])

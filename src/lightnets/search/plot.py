@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..files import atomic_path
+from ..files import write_figure
 from .accuracy import paper_family
 from .search import COST_UNITS, SearchResult
 
@@ -46,8 +46,4 @@ def plot_front(result: SearchResult, path: str | Path) -> Path:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as temporary:
-        fig.savefig(temporary, format=path.suffix.lstrip(".") or "png")
-    plt.close(fig)
-    return path
+    return write_figure(fig, path)

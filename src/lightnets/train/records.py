@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..files import append_line, atomic_path, finite_json, write_text
+from ..files import append_line, finite_json, write_figure, write_text
 
 JSONL = "metrics.jsonl"
 CSV = "metrics.csv"
@@ -134,10 +134,4 @@ def plot_curves(records: list[dict[str, Any]], path: str | Path, title: str = ""
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    try:
-        with atomic_path(path) as temporary:
-            fig.savefig(temporary, format=path.suffix.lstrip(".") or "png")
-    finally:
-        plt.close(fig)
-    return path
+    return write_figure(fig, path)
