@@ -29,6 +29,14 @@ from lightnets.deploy.latency import LatencyTable  # noqa: E402
 from lightnets.files import write_text  # noqa: E402
 
 
+def proxy_rows(out: Path) -> list[str]:
+    rows = []
+    for summary in sorted(out.glob("proxy/*/summary.json")):
+        run = json.loads(summary.read_text())
+        rows.append(f"| {summary.parent.name} | {run['steps']} | {run['recommended']['val_top1']:.1f} |")
+    return rows
+
+
 def main() -> None:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--max-madds", default="50M")
@@ -82,6 +90,12 @@ def main() -> None:
             "```",
             table.rstrip(),
             "```",
+            "",
+            "The proxy trainings (each run's summary.json):",
+            "",
+            "| run | steps | val top-1 % |",
+            "|---|---:|---:|",
+            *proxy_rows(Path(args.out)),
         ],
         RESULTS / "search_example.md",
     )

@@ -17,7 +17,7 @@ counted once. ``ort_fp32`` (ONNX Runtime, the operator exported to ONNX) takes t
 operator's kernel times from ONNX Runtime's own profile instead, leaving out the layout
 conversions the runtime wraps around a lone operator (blocked NCHWc convolutions), which
 a network pays only at the edges of its runs of blocked operators: timed as whole calls,
-the small networks' many small operators came out up to 40 % too slow.
+the many small operators of the small networks made them come out far too slow.
 
 What a sum of lone operators misses (caches that a network's larger working set
 overflows, allocation, the framework's steps between operators) is taken up by a
