@@ -15,11 +15,19 @@ from tiny_runs import tiny_config
 import lightnets
 from lightnets.cpu import cpu_flags
 from lightnets.data.images import UnreadableImage
+from lightnets.layers import ConvBNAct
 from lightnets.train import TrainConfig, train
 from lightnets.train.cache import build_cache, square
 from lightnets.train.config import parse_duration
 from lightnets.train.hardware import auto_amp
-from lightnets.train.init import classifier_layer, has_normalisation, norm_free_init
+from lightnets.train.init import (
+    CLASS_SCORE_BIAS,
+    classifier_layer,
+    has_normalisation,
+    has_residual_sums,
+    norm_free_init,
+    unit_scale,
+)
 from lightnets.train.recipes import (
     LRSchedule,
     fitted_ema_decay,
@@ -100,14 +108,44 @@ def test_norm_free_networks_get_their_initialisation_and_recipe():
     assert settings["lr"] == pytest.approx(0.01) and settings["warmup_epochs"] >= 2
 
 
-def test_squeezenet_loss_falls_under_the_default_recipe(tiny_imagenette, tmp_path, one_thread):
+@pytest.mark.parametrize("bypass", ["simple", "complex"])
+def test_bypassed_squeezenet_starts_at_the_scale_of_the_plain_one(bypass):
+    """He's initialisation alone lets every bypass sum double the signal (features ~12 and
+    ~128 here); the unit-scale pass brings them back to the plain network's range."""
+    torch.manual_seed(0)
+    squeezenet = lightnets.create_model("squeezenet1_1", bypass=bypass, num_classes=10)
+    assert has_residual_sums(squeezenet)
+    assert not has_residual_sums(lightnets.create_model("squeezenet1_1", num_classes=10))
+    norm_free_init(squeezenet)
+    squeezenet.eval()
+    with torch.no_grad():
+        features = squeezenet.forward_features(torch.randn(4, 3, 96, 96))
+    assert 0.3 < features.std().item() < 3
+    # On the noise it is scaled on, every unit's output has a unit second moment.
+    unit_scale(squeezenet, torch.Generator().manual_seed(1), side=64, images=8)
+    noise = torch.randn(8, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    units = [m for m in squeezenet.modules() if isinstance(m, ConvBNAct)]
+    second_moments = {}
+    for unit in units:
+        unit.register_forward_hook(lambda u, i, o: second_moments.__setitem__(u, o.pow(2).mean().item()))
+    with torch.no_grad():
+        squeezenet(noise)
+    assert len(second_moments) == len(units)
+    body = [v for u, v in second_moments.items() if u is not units[-1]]
+    assert body == pytest.approx([1.0] * len(body), rel=1e-3)
+    assert classifier_layer(squeezenet).bias.eq(CLASS_SCORE_BIAS).all()
+
+
+@pytest.mark.parametrize("bypass", [None, "complex"])
+def test_squeezenet_loss_falls_under_the_default_recipe(bypass, tiny_imagenette, tmp_path, one_thread):
     data = tiny_imagenette(classes=3, train=16, val=2)
     out = tmp_path / "run"
     with warnings.catch_warnings():
         warnings.simplefilter("error", NotLearningWarning)
         train(
             tiny_config(
-                data, out, model="squeezenet1_1", model_kwargs={}, epochs=12, batch_size=8, resolution=64,
+                data, out, model="squeezenet1_1", model_kwargs={"bypass": bypass}, epochs=12, batch_size=8,
+                resolution=64,
                 crop_scale=1.0, hflip=0.0, log_every=0, threads=None,
             )
         )  # fmt: skip

@@ -21,6 +21,21 @@ images); within a dozen steps, at any learning rate, every score is zero. So the
 class-score layer's bias starts at +1 (:data:`CLASS_SCORE_BIAS`): every score starts in
 the ReLU's active range, softmax ignores the common offset, and a class is pushed towards
 zero only where it is wrong, while the right class keeps its gradient.
+
+SqueezeNet's bypasses (its Section 6) add a Fire module's input to its output. He's
+initialisation keeps each layer's scale, so every sum doubles the signal's second moment
+(more where the two parts are correlated, and the complex bypass's 1x1 convolution adds a
+doubling of its own): on real images at 96 px the features before the class scores have
+an RMS of 11 with the simple bypass and 83 with the complex one, against 2 without. The
+class-score pre-activations then spread by +-3, the first steps shrink the large logits
+by turning the scores off, and by step 20 every score is zero, as above. So a network
+with residual sums is then rescaled unit by unit, in the order the forward pass reaches
+them, until each unit's output has a unit second moment on Gaussian-noise images
+(:func:`unit_scale`; the layer-sequential unit-variance initialisation of Mishkin and
+Matas, 2016, with noise for data so that it needs no images): a sum then holds no more
+than its two unit-scale parts, and the features come out at an RMS of about 4. Applied
+to SqueezeNet without a bypass it trained worse than He's alone (31.5 % against 39.7 %
+top-1 in one 90 s proxy run), so networks without sums keep He's.
 """
 
 from __future__ import annotations
@@ -30,6 +45,8 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+
+from ..layers import Add, ConvBNAct
 
 CLASS_SCORE_BIAS = 1.0
 
@@ -92,3 +109,47 @@ def norm_free_init(model: nn.Module, generator: torch.Generator | None = None) -
         weight.normal_(0.0, math.sqrt(2.0 / fan_in), generator=generator)
 
     _initialise(model, he, CLASS_SCORE_BIAS, generator)
+    if has_residual_sums(model):
+        unit_scale(model, generator)
+
+
+def has_residual_sums(model: nn.Module) -> bool:
+    """Whether ``model`` adds a shortcut to a branch anywhere (an :class:`~lightnets.layers.Add`)."""
+    return any(isinstance(m, Add) for m in model.modules())
+
+
+@torch.no_grad()
+def unit_scale(
+    model: nn.Module, generator: torch.Generator | None = None, side: int = 64, images: int = 8
+) -> None:
+    """Scale each convolution unit's weights so that its output has a unit second moment
+    on ``images`` Gaussian-noise images, unit by unit in the order the forward pass reaches
+    them (each measured after the ones before it are scaled). The class-score layer is
+    left alone. Biases must be zero, as :func:`norm_free_init` leaves them: a unit's
+    output then scales with its weights exactly (ReLU is positively homogeneous)."""
+    last = classifier_layer(model)
+    order: list[ConvBNAct] = []
+    hooks = [
+        unit.register_forward_hook(lambda unit, _inputs, _output: order.append(unit))
+        for unit in model.modules()
+        if isinstance(unit, ConvBNAct) and unit.conv is not last
+    ]
+    first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    side = max(side, getattr(model, "min_input_size", 1))
+    noise = torch.randn(images, first.in_channels, side, side, generator=generator)
+    training = model.training
+    model.eval()
+    try:
+        model(noise)
+        for hook in hooks:
+            hook.remove()
+        outputs: list[Tensor] = []
+        for unit in dict.fromkeys(order):  # first call order, each unit once
+            hook = unit.register_forward_hook(lambda _unit, _inputs, output: outputs.append(output))
+            model(noise)
+            hook.remove()
+            unit.conv.weight.div_(outputs.pop().pow(2).mean().sqrt().clamp_min(1e-12))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(training)
