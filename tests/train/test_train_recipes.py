@@ -1,5 +1,6 @@
 """Recipes: parameter groups, schedules, TensorFlow's RMSprop, EMA, keyed dropout, fine-tuning."""
 
+import itertools
 import math
 
 import pytest
@@ -11,6 +12,7 @@ from lightnets.train import LRSchedule, ModelEMA, RMSpropTF, parameter_groups
 from lightnets.train.config import TrainConfig
 from lightnets.train.dropout import KeyedDropout, sample_keys, set_dropout_keys, use_keyed_dropout
 from lightnets.train.finetune import freeze_backbone, set_train_mode
+from lightnets.train.mixing import Mixing
 from lightnets.train.recipes import default_eval_resolution, is_depthwise, recipe_defaults
 
 
@@ -56,6 +58,70 @@ def test_paper_schedule_decays_098_per_epoch_and_cosine_warms_up():
     assert cosine.lr_at(10) == pytest.approx(0.1)
     assert cosine.lr_at(60) == pytest.approx(0.05)
     assert cosine.lr_at(110) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_one_cycle_rises_for_30_percent_then_anneals_with_the_momentum_against_it():
+    one = LRSchedule(0.1, steps_per_epoch=10, epochs=10, kind="onecycle", warmup_epochs=5)
+    assert one.warmup_steps == 30  # 30 % of the run, whatever warmup_epochs says
+    assert one.lr_at(0) == pytest.approx(0.1 / 25) and one.momentum_at(0) == pytest.approx(0.95)
+    assert one.lr_at(15) == pytest.approx((0.1 + 0.1 / 25) / 2) and one.momentum_at(15) == pytest.approx(0.9)
+    assert one.lr_at(30) == pytest.approx(0.1) and one.momentum_at(30) == pytest.approx(0.85)
+    assert one.lr_at(100) == pytest.approx(0.1 / 25 / 1e4) and one.momentum_at(100) == pytest.approx(0.95)
+    lrs = [one.lr_at(s) for s in range(101)]
+    steps = [b - a for a, b in itertools.pairwise(lrs)]
+    assert all(d > 0 for d in steps[:30]) and all(d < 0 for d in steps[30:])
+    assert LRSchedule(0.1, steps_per_epoch=10, epochs=10).momentum_at(5) is None
+    # apply() moves SGD's and RMSprop's momentum and Adam's first beta; cosine leaves them be.
+    weight = nn.Parameter(torch.zeros(2))
+    sgd = torch.optim.SGD([weight], lr=0.1, momentum=0.9)
+    adam = torch.optim.AdamW([weight], lr=0.1, betas=(0.9, 0.999))
+    one.step = 15
+    assert one.apply(sgd) == pytest.approx(one.lr_at(15))
+    one.apply(adam)
+    assert sgd.param_groups[0]["momentum"] == pytest.approx(0.9)
+    assert adam.param_groups[0]["betas"] == (pytest.approx(0.9), 0.999)
+    one.step = 30
+    one.apply(sgd)
+    assert sgd.param_groups[0]["momentum"] == pytest.approx(0.85)
+    LRSchedule(0.1, steps_per_epoch=10, epochs=10).apply(sgd)
+    assert sgd.param_groups[0]["momentum"] == pytest.approx(0.85)
+    with pytest.raises(ValueError, match="unknown schedule 'one-cycle'.*onecycle"):
+        LRSchedule(0.1, steps_per_epoch=10, epochs=10, kind="one-cycle")
+
+
+def test_mixup_and_cutmix_blend_images_and_weigh_labels_by_the_share_kept():
+    images = torch.arange(8, dtype=torch.float32).view(8, 1, 1, 1).expand(8, 3, 16, 16).contiguous()
+    mixup = Mixing(mixup=0.4)
+    mixed, partner, lam = mixup.mix(images, seed=3, step=5)
+    assert sorted(partner.tolist()) == list(range(8)) and 0 <= lam <= 1
+    assert torch.allclose(mixed, lam * images + (1 - lam) * images[partner])
+    # The same seed, step and process draw the same mix (a resumed run mixes alike); another step does not.
+    again, partner_again, lam_again = mixup.mix(images, seed=3, step=5)
+    assert torch.equal(again, mixed) and torch.equal(partner_again, partner) and lam_again == lam
+    assert mixup.mix(images, seed=3, step=6)[2] != lam
+    assert mixup.mix(images, seed=3, step=5, rank=1)[2] != lam
+    cutmix = Mixing(cutmix=1.0)
+    for step in range(20):
+        mixed, partner, lam = cutmix.mix(images, seed=0, step=step)
+        moved = partner != torch.arange(8)
+        kept = (mixed == images).all(dim=1).float().mean(dim=(1, 2))  # share of each image's own pixels
+        # lam is exactly the share of pixels each image keeps (the box is clipped at the border).
+        assert torch.allclose(kept[moved], torch.full_like(kept[moved], lam)), (step, kept, lam)
+        assert torch.isin(mixed, images[:, :1, :1, :1].flatten()).all()
+    both = Mixing(mixup=0.2, cutmix=1.0)
+    kinds = set()
+    for step in range(20):
+        mixed, partner, lam = both.mix(images, seed=0, step=step)
+        kinds.add("cutmix" if torch.isin(mixed, images[:, :1, :1, :1].flatten()).all() else "mixup")
+    assert kinds == {"mixup", "cutmix"}
+    assert not Mixing().on and Mixing(cutmix=0.5).on
+
+
+def test_mixing_options_are_checked():
+    with pytest.raises(ValueError, match=r"--mixup must be a number >= 0 \(0: off\), got -0.2"):
+        TrainConfig(model="mobilenet_v2", data="d", out="o", mixup=-0.2)
+    with pytest.raises(ValueError, match="--mixup / --cutmix and --teacher exclude each other"):
+        TrainConfig(model="mobilenet_v2", data="d", out="o", cutmix=1.0, teacher="mobilenet_v2")
 
 
 def test_recipe_defaults():

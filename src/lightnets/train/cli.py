@@ -17,7 +17,7 @@ from ..arguments import add_command
 from ..zoo import add_model_options, model_kwargs
 from ..zoo.options import given_model_options
 from .config import TrainConfig, parse_duration
-from .recipes import RECIPES
+from .recipes import RECIPES, SCHEDULES
 
 DESCRIPTION = """\
 Train a lightnets model from scratch, fine-tune it from pretrained weights (--weights), or
@@ -120,7 +120,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, help="peak learning rate (sgd recipe: 0.1 x batch / 256)")
     g.add_argument("--momentum", type=float)
     g.add_argument("--weight-decay", type=float, help="none on depthwise filters, BatchNorm and biases")
-    g.add_argument("--schedule", choices=("cosine", "exponential", "constant"))
+    g.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        help="cosine (the sgd/adamw recipes'): warm-up, then half a cosine to 0; onecycle: up from lr/25 "
+        "over 30%% of the run and down to ~0, momentum 0.95 -> 0.85 -> 0.95 (--warmup-epochs unused); "
+        "exponential (the paper recipe's): --lr-decay per epoch; constant",
+    )
     g.add_argument("--warmup-epochs", type=float)
     g.add_argument("--lr-decay", type=float, help="per-epoch factor of the exponential schedule (0.98)")
     g.add_argument("--label-smoothing", type=float)
@@ -139,6 +145,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="decode the JPEGs every epoch instead of once into DIR/cache (uint8, memory-mapped)",
     )
     g.add_argument("--views", type=int, help="K fixed augmentations cycled over epochs (0: new each epoch)")
+    g.add_argument(
+        "--mixup",
+        type=float,
+        metavar="ALPHA",
+        help="blend pairs of images and their labels, the share drawn from Beta(ALPHA, ALPHA) (0: off)",
+    )
+    g.add_argument(
+        "--cutmix",
+        type=float,
+        metavar="ALPHA",
+        help="paste a box of another image, covering a Beta(ALPHA, ALPHA) share, labels in proportion "
+        "(0: off; with --mixup each batch takes one of the two)",
+    )
 
     g = p.add_argument_group("fine-tuning")
     g.add_argument("--weights", help="start from a weights tag or file; the classifier is replaced")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import write_text
-from .recipes import RECIPES, recipe_defaults
+from .recipes import RECIPES, SCHEDULES, recipe_defaults
 
 CONFIG_FILE = "config.json"
 
@@ -41,7 +41,6 @@ DATA_PATHS = ("data", "val_data", "teacher_cache")
 PATH_OR_NAME = ("weights", "teacher", "teacher_weights")
 
 OPTIMIZERS = ("rmsprop", "sgd", "adamw")
-SCHEDULES = ("cosine", "exponential", "constant")
 
 
 def _finite(value: Any) -> bool:
@@ -150,6 +149,8 @@ class TrainConfig:
     hflip: float = 0.5
     color_jitter: float = 0.0
     views: int = 0  # 0: new augmentation every epoch; K: K fixed views cycled over epochs
+    mixup: float = 0.0  # Beta(alpha, alpha) of mixup's blend; 0: off (see mixing.py)
+    cutmix: float = 0.0  # the same for CutMix's box; with both, each batch takes one
     # Distillation.
     teacher: str | None = None
     teacher_weights: str | None = None
@@ -224,6 +225,13 @@ class TrainConfig:
         r("hflip", self.hflip, 0, 1)
         r("color_jitter", self.color_jitter, 0, 1)
         r("views", self.views, 0, None, integer=True, unset=" (0: a new augmentation every epoch)")
+        r("mixup", self.mixup, 0, None, unset=" (0: off)")
+        r("cutmix", self.cutmix, 0, None, unset=" (0: off)")
+        if (self.mixup or self.cutmix) and self.teacher:
+            raise ValueError(
+                "--mixup / --cutmix and --teacher exclude each other: the teacher's logits are of the "
+                "unmixed images"
+            )
         r("distill_alpha", self.distill_alpha, 0, 1)
         r("distill_temperature", self.distill_temperature, 0, None, low_open=True)
         r("seed", self.seed, 0, 2**63 - 1, integer=True)

@@ -147,13 +147,32 @@ def build_optimizer(
     raise ValueError(f"unknown optimizer {name!r}; expected rmsprop, sgd or adamw")
 
 
+SCHEDULES = ("cosine", "onecycle", "exponential", "constant")
+# One-cycle (Smith and Topin, 2019), with the defaults of PyTorch's OneCycleLR: the rate rises
+# from lr / 25 to lr over the first 30 % of the run and falls to lr / 25 / 1e4 over the rest,
+# both on half cosines, while the momentum moves the other way, 0.95 -> 0.85 -> 0.95.
+# (OneCycleLR itself fixes the run's length when it is made; a budgeted run plans it again
+# while running, so the schedule here is a function of the step and the current length.)
+ONE_CYCLE_RISE = 0.3
+ONE_CYCLE_START_DIV = 25.0
+ONE_CYCLE_END_DIV = 1e4
+ONE_CYCLE_MOMENTUM = (0.95, 0.85)
+
+
+def _half_cosine(start: float, end: float, fraction: float) -> float:
+    """From ``start`` at 0 to ``end`` at 1 on half a cosine."""
+    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * min(max(fraction, 0.0), 1.0)))
+
+
 @dataclass
 class LRSchedule:
     """The learning rate at every step: a function of the step alone.
 
     ``exponential``: ``lr * decay_rate ** floor(epoch)`` (the papers' 0.98 per epoch);
     ``cosine``: half a cosine from ``lr`` to ``min_lr`` over the run; ``constant``.
-    Either after a linear warm-up of ``warmup_epochs`` from ``lr / 100``. Having no
+    Either after a linear warm-up of ``warmup_epochs`` from ``lr / 100``. ``onecycle``
+    instead rises over the first :data:`ONE_CYCLE_RISE` of the run (its warm-up, whatever
+    ``warmup_epochs`` says) and cycles the momentum (:meth:`momentum_at`). Having no
     state but the step, it resumes exactly.
 
     ``total_steps`` (0: ``epochs`` whole epochs) sets the run's length in steps, as a
@@ -180,8 +199,8 @@ class LRSchedule:
     fixed_warmup_steps: int = 0
 
     def __post_init__(self) -> None:
-        if self.kind not in ("cosine", "exponential", "constant"):
-            raise ValueError(f"unknown schedule {self.kind!r}; expected cosine, exponential or constant")
+        if self.kind not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.kind!r}; expected one of {', '.join(SCHEDULES)}")
         if self.steps_per_epoch <= 0 or self.epochs <= 0:
             raise ValueError("a schedule needs at least one epoch of at least one step")
 
@@ -195,12 +214,19 @@ class LRSchedule:
         full = round(self.warmup_epochs * self.steps_per_epoch)
         if self.fixed_warmup_steps:
             return self.fixed_warmup_steps
+        if self.kind == "onecycle":
+            return max(1, round(ONE_CYCLE_RISE * self.total))
         if not self.total_steps:
             return full
         return min(full, max(self.probe_steps, round(self.warmup_fraction * self.total_steps)))
 
     def lr_at(self, step: int) -> float:
         total = self.total
+        if self.kind == "onecycle":
+            rise, low = self.warmup_steps, self.lr / ONE_CYCLE_START_DIV
+            if step < rise:
+                return _half_cosine(low, self.lr, step / rise)
+            return _half_cosine(self.lr, low / ONE_CYCLE_END_DIV, (step - rise) / max(1, total - rise))
         full = round(self.warmup_epochs * self.steps_per_epoch)
         warmup = self.warmup_steps
         if step < warmup:
@@ -217,11 +243,28 @@ class LRSchedule:
         progress = (step - warmup) / max(1, total - warmup)
         return self.min_lr + (self.lr - self.min_lr) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
+    def momentum_at(self, step: int) -> float | None:
+        """The momentum of a one-cycle schedule at ``step`` (None for the others: the
+        optimiser keeps its own)."""
+        if self.kind != "onecycle":
+            return None
+        high, low = ONE_CYCLE_MOMENTUM
+        rise = self.warmup_steps
+        if step < rise:
+            return _half_cosine(high, low, step / rise)
+        return _half_cosine(low, high, (step - rise) / max(1, self.total - rise))
+
     def apply(self, optimizer: torch.optim.Optimizer) -> float:
-        """Set every group's learning rate for the current step; returns the base rate."""
+        """Set every group's learning rate (and, one-cycle, momentum: SGD's and RMSprop's
+        ``momentum``, Adam's first beta) for the current step; returns the base rate."""
         lr = self.lr_at(self.step)
+        momentum = self.momentum_at(self.step)
         for group in optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
+            if momentum is not None and "betas" in group:
+                group["betas"] = (momentum, group["betas"][1])
+            elif momentum is not None and "momentum" in group:
+                group["momentum"] = momentum
         return lr
 
     def advance(self) -> None:

@@ -86,6 +86,7 @@ from .ema import ModelEMA
 from .finetune import freeze_backbone, set_train_mode
 from .hardware import auto_amp, cpu_has_bf16
 from .init import has_normalisation, norm_free_init
+from .mixing import Mixing
 from .recipes import (
     LRSchedule,
     build_optimizer,
@@ -509,6 +510,7 @@ class Trainer:
         if self.ema is not None:
             self.ema.module.to(self.device, self.dtype)
         self.memory_format = torch.channels_last if c.channels_last else torch.contiguous_format
+        self.mixing = Mixing(c.mixup, c.cutmix)
         if c.channels_last:
             to_channels_last(self.model)
             if self.ema is not None:
@@ -868,6 +870,9 @@ class Trainer:
         size = self.resolution_at(self.step)
         if len(batch) and size != images.shape[-1]:  # progressive resizing (the teacher saw full size)
             images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
+        partner, lam = None, 1.0
+        if self.mixing.on and len(batch):
+            images, partner, lam = self.mixing.mix(images, c.seed, self.step, self.env.rank)
         set_dropout_keys(self.model, sample_keys(c.seed, self.step, batch.indices))
         with self._autocast():
             logits = self.ddp(images) if len(batch) else None
@@ -885,6 +890,13 @@ class Trainer:
                 per_image = F.cross_entropy(
                     logits, labels, reduction="none", label_smoothing=c.label_smoothing
                 )
+            if partner is not None:
+                partner_labels = labels[partner]
+                per_image = lam * per_image + (1 - lam) * F.cross_entropy(
+                    logits, partner_labels, reduction="none", label_smoothing=c.label_smoothing
+                )
+                if lam < 0.5:  # accuracy against the label with the larger share
+                    labels = partner_labels
             correct = float((logits.argmax(1) == labels).sum())
         loss_sum = float(per_image.detach().sum())
         total_loss, total_correct, total_images = distributed.all_reduce_sum(
