@@ -50,6 +50,12 @@ CLAIMS = {
         ("shortcuts", ["--model", "mobilenet_v2"]),
         ("no shortcuts", ["--model", "mobilenet_v2", "--shortcut", "none"]),
     ),
+    "mobilenet_v2_shortcut_placement": (
+        "MobileNetV2, Figure 6b",
+        "shortcuts between the bottlenecks beat shortcuts between the expansions",
+        ("bottlenecks", ["--model", "mobilenet_v2"]),
+        ("expansions", ["--model", "mobilenet_v2", "--shortcut", "expansion"]),
+    ),
     "shufflenet_shuffle": (
         "ShuffleNet, Table 3",
         "channel shuffle helps: 1x g=3 error 32.6 % with, 34.5 % without",

@@ -295,6 +295,42 @@ class InvertedResidual(nn.Module):
         return out
 
 
+class ExpansionShortcut(nn.Module):
+    """MobileNetV2's layers regrouped to run from one expanded tensor to the next: a
+    block's depthwise filter and linear projection, then the following block's expansion
+    (the head's 1x1 convolution after the last block), with a shortcut joining the two
+    expanded tensors when their shapes agree. The "shortcut between expansions" of the
+    paper's Figure 6b, the classical residual layout of its Figure 3a: the same layers as
+    the inverted residual network, the additions moved to the wide tensors. ``next_expand``
+    is named so that the memory-efficient rewrite, which looks for ``expand`` first, does
+    not take this for an inverted residual.
+    """
+
+    def __init__(self, depthwise: ConvBNAct, project: ConvBNAct, next_expand: nn.Module) -> None:
+        super().__init__()
+        self.depthwise = depthwise
+        self.project = project
+        self.next_expand = next_expand
+        conv = depthwise.conv
+        assert isinstance(conv, nn.Conv2d)
+        self.in_channels = conv.in_channels
+        self.out_channels = _out_channels(next_expand, project)
+        self.stride = conv.stride[0]
+        self.add = Add() if self.stride == 1 and self.in_channels == self.out_channels else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.next_expand(self.project(self.depthwise(x)))
+        return self.add(out, x) if self.add is not None else out
+
+
+def _out_channels(module: nn.Module, before: ConvBNAct) -> int:
+    """Channels out of ``module`` (an Identity passes on those of ``before``)."""
+    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)] or [before.conv]
+    out = convs[-1].out_channels
+    assert isinstance(out, int)
+    return out
+
+
 class Fire(nn.Module):
     """SqueezeNet's Fire module: squeeze with 1x1 filters, expand with 1x1 and 3x3.
 

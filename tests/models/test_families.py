@@ -128,8 +128,39 @@ def test_mobilenet_v2_without_shortcuts_only_drops_the_additions():
     with torch.no_grad():  # blocks 1-2 have no shortcut either way; block 3 (16 -> 24 ... 24) has one
         assert torch.equal(with_shortcuts.eval().features[:3](x), without.eval().features[:3](x))
         assert not torch.equal(with_shortcuts.features[:4](x), without.features[:4](x))
-    with pytest.raises(ValueError, match="unknown shortcut 'expansion'"):
-        lightnets.create_model("mobilenet_v2", shortcut="expansion")
+    with pytest.raises(ValueError, match="unknown shortcut 'expanded'.*'expansion'"):
+        lightnets.create_model("mobilenet_v2", shortcut="expanded")
+
+
+def test_mobilenet_v2_shortcuts_between_expansions_move_the_additions_to_the_wide_tensors():
+    torch.manual_seed(0)
+    between = lightnets.create_model("mobilenet_v2", shortcut="expansion", width=0.5)
+    without = lightnets.create_model("mobilenet_v2", shortcut="none", width=0.5)
+    bottleneck = lightnets.create_model("mobilenet_v2", width=0.5)
+    # The same layers in the same order (only the grouping and the additions differ) ...
+    assert [p.shape for p in between.parameters()] == [p.shape for p in without.parameters()]
+    assert (profile(between).madds, profile(between).params) == (
+        profile(without).madds,
+        profile(without).params,
+    )
+    with torch.no_grad():
+        for a, b in zip(between.parameters(), without.parameters(), strict=True):
+            a.copy_(b)
+    units = [m for m in between.modules() if isinstance(m, lightnets.layers.ExpansionShortcut)]
+    joined = [u for u in units if u.add is not None]
+    # ... as many additions as between the bottlenecks, each on an expanded tensor (t x a bottleneck's width).
+    assert len(joined) == 10
+    hidden = {
+        b.hidden_channels for b in bottleneck.modules() if isinstance(b, lightnets.layers.InvertedResidual)
+    }
+    assert all(u.in_channels == u.out_channels and u.in_channels in hidden for u in joined)
+    x = torch.randn(2, 3, 96, 96)
+    between.eval(), without.eval()
+    with torch.no_grad():
+        assert not torch.allclose(between(x), without(x))
+        for unit in joined:
+            unit.add = None
+        assert torch.equal(between(x), without(x))
 
 
 def test_squeezenet_1_0_per_layer_parameters_equal_table_1():

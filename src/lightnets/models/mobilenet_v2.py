@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ..layers import PADDINGS, ConvBNAct, InvertedResidual, make_divisible
+from ..layers import PADDINGS, ConvBNAct, ExpansionShortcut, InvertedResidual, make_divisible
 from .base import Classifier, ClassifierHead, FeatureStack
 from .registry import register_model
 
@@ -29,7 +29,7 @@ BOTTLENECKS = (
 )
 HEAD_CHANNELS = 1280
 BOTTLENECK_KINDS = ("linear", "relu6")
-SHORTCUT_KINDS = ("bottleneck", "none")
+SHORTCUT_KINDS = ("bottleneck", "expansion", "none")
 
 
 class MobileNetV2(Classifier):
@@ -38,6 +38,10 @@ class MobileNetV2(Classifier):
     ``expansion`` replaces every t = 6 of Table 2 (the paper's ablations vary it); the
     first block keeps t = 1. ``bottleneck="relu6"`` ends every block's projection with a
     ReLU6, the non-linear bottleneck the paper's Figure 6a compares with its linear one.
+    ``shortcut`` places the residual connections as Figure 6b compares them: between the
+    bottlenecks (the design), between the expansions (the same layers regrouped by
+    :class:`~lightnets.layers.ExpansionShortcut`; the additions fall where the bottleneck
+    ones do, on the wide tensors instead) or nowhere.
     """
 
     def __init__(
@@ -65,14 +69,16 @@ class MobileNetV2(Classifier):
         stack = FeatureStack(in_channels)
         stem = make_divisible(STEM_CHANNELS * width)
         stack.add(ConvBNAct(in_channels, stem, 3, 2, act="relu6", padding=padding), stem, 2)
+        blocks: list[tuple[InvertedResidual, int]] = []  # and its stride
+        channels = stem
         for t, c, n, s in BOTTLENECKS:
             factor = expansion if t != 1 else 1
             out = make_divisible(c * width)
             for i in range(n):
                 stride = s if i == 0 else 1
-                hidden = make_divisible(stack.channels * factor) if factor != 1 else stack.channels
+                hidden = make_divisible(channels * factor) if factor != 1 else channels
                 block = InvertedResidual(
-                    stack.channels,
+                    channels,
                     out,
                     stride,
                     hidden,
@@ -80,9 +86,21 @@ class MobileNetV2(Classifier):
                     project_act=project_act,
                     shortcut=shortcut == "bottleneck",
                 )
-                stack.add(block, out, stride)
+                blocks.append((block, stride))
+                channels = out
         head = make_divisible(HEAD_CHANNELS * width) if width > 1.0 else HEAD_CHANNELS
-        stack.add(ConvBNAct(stack.channels, head, 1, act="relu6"), head)
+        head_conv = ConvBNAct(channels, head, 1, act="relu6")
+        if shortcut == "expansion":
+            if blocks[0][0].hidden_channels != stem:  # the first block's t = 1: nothing to expand
+                stack.add(blocks[0][0].expand, blocks[0][0].hidden_channels)
+            for k, (block, stride) in enumerate(blocks):
+                following = blocks[k + 1][0].expand if k + 1 < len(blocks) else head_conv
+                unit = ExpansionShortcut(block.depthwise, block.project, following)
+                stack.add(unit, unit.out_channels, stride)
+        else:
+            for block, stride in blocks:
+                stack.add(block, block.out_channels, stride)
+            stack.add(head_conv, head)
         super().__init__(stack, ClassifierHead(head, num_classes, dropout))
         self.width = width
         self.expansion = expansion
@@ -109,7 +127,7 @@ def mobilenet_v2(
     in_channels: int = 3,
     padding: Literal["symmetric", "tf_same"] = "symmetric",
     bottleneck: Literal["linear", "relu6"] = "linear",
-    shortcut: Literal["bottleneck", "none"] = "bottleneck",
+    shortcut: Literal["bottleneck", "expansion", "none"] = "bottleneck",
 ) -> MobileNetV2:
     """MobileNetV2 (Sandler et al., 2018), the paper's Table 2.
 
@@ -118,6 +136,6 @@ def mobilenet_v2(
         expansion: expansion factor t of every inverted residual block but the first (which keeps t = 1), a number >= 1; Table 2 uses 6.
         padding: padding of the strided convolutions, 'symmetric' (PyTorch's) or 'tf_same' (TensorFlow's, for weights trained there).
         bottleneck: 'linear' (the paper's design) or 'relu6' (a ReLU6 after every projection, the ablation of Figure 6a).
-        shortcut: 'bottleneck' (the paper's design: shortcuts between the bottlenecks) or 'none' (no residual connections, the ablation of Figure 6b).
+        shortcut: 'bottleneck' (the paper's design: shortcuts between the bottlenecks), 'expansion' (the same layers with the shortcuts between the expanded tensors) or 'none' (no residual connections); the ablation of Figure 6b.
     """
     return MobileNetV2(width, expansion, num_classes, dropout, in_channels, padding, bottleneck, shortcut)
