@@ -2,9 +2,10 @@
 
 Each family lists the values of the builder arguments the papers study (MobileNet v1's
 width multiplier and its shallow variant, MobileNetV2's width and expansion factor t,
-ShuffleNet's groups g and scale, SqueezeNet's squeeze ratio SR and pct3x3, not yet its
-bypasses, which do not train from scratch); every family is searched at every input side
-in :data:`RESOLUTIONS`. A :class:`Candidate` is one point:
+ShuffleNet's groups g and scale, SqueezeNet's squeeze ratio SR and pct3x3, not its
+bypasses: they change accuracy at almost the same multiply-adds, which the accuracy
+curve, a function of family and multiply-adds, cannot tell apart); every family is
+searched at every input side in :data:`RESOLUTIONS`. A :class:`Candidate` is one point:
 ``create_model(candidate.model, **candidate.options)`` at ``candidate.resolution`` rebuilds it.
 """
 
