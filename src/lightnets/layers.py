@@ -311,24 +311,17 @@ class ExpansionShortcut(nn.Module):
         self.depthwise = depthwise
         self.project = project
         self.next_expand = next_expand
-        conv = depthwise.conv
-        assert isinstance(conv, nn.Conv2d)
-        self.in_channels = conv.in_channels
-        self.out_channels = _out_channels(next_expand, project)
-        self.stride = conv.stride[0]
+        # An expansion is an Identity where t = 1: the projection's channels pass through.
+        first, last = depthwise.conv, (next_expand if isinstance(next_expand, ConvBNAct) else project).conv
+        assert isinstance(first, nn.Conv2d) and isinstance(last, nn.Conv2d)
+        self.in_channels = first.in_channels
+        self.out_channels = last.out_channels
+        self.stride = first.stride[0]
         self.add = Add() if self.stride == 1 and self.in_channels == self.out_channels else None
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.next_expand(self.project(self.depthwise(x)))
         return self.add(out, x) if self.add is not None else out
-
-
-def _out_channels(module: nn.Module, before: ConvBNAct) -> int:
-    """Channels out of ``module`` (an Identity passes on those of ``before``)."""
-    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)] or [before.conv]
-    out = convs[-1].out_channels
-    assert isinstance(out, int)
-    return out
 
 
 class Fire(nn.Module):
