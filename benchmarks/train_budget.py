@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -50,6 +51,25 @@ ABLATIONS = {
     "mnv2_5m_no_smoothing": ("MobileNetV2 1.0, no label smoothing", ["--label-smoothing", "0"]),
     "mnv2_5m_no_ema": ("MobileNetV2 1.0, no EMA", ["--ema-decay", "0"]),
 }
+# The schedule and mixing arms, run later in one session on one machine with two seeds
+# each, the default recipe among them (so that no arm is compared across machines).
+RECIPE_ARMS = {
+    "default": ("default recipe (warm-up + cosine)", []),
+    "onecycle": ("one-cycle schedule", ["--schedule", "onecycle"]),
+    "mixup": ("mixup 0.2", ["--mixup", "0.2"]),
+    "cutmix": ("CutMix 1.0", ["--cutmix", "1.0"]),
+}
+RECIPE_SEEDS = (0, 1)
+ABLATIONS.update(
+    {
+        f"mnv2_5m_{arm}_seed{seed}": (
+            f"MobileNetV2 1.0, {label}, seed {seed}",
+            [*change, "--seed", str(seed)],
+        )
+        for arm, (label, change) in RECIPE_ARMS.items()
+        for seed in RECIPE_SEEDS
+    }
+)
 ROWS.update(
     {
         name: (label, ["--model", "mobilenet_v2", *change], 128, "5m")
@@ -146,10 +166,38 @@ def write(rows: list[dict]) -> None:
             f"| {r['start_up_s']} / {r['caching_s']} / {r['training_s']} / {r['evaluation_s']} "
             f"| {r['precision']} | {r['load_before']} -> {r['load_after']} |"
         )
+    lines += recipe_arms(rows)
     lines += ["", "Commands:", ""] + [f"- {r['row']}: `{r['command']}`" for r in rows]
     lines += ["", "Plot: `train_budget.png` (top-1 against the minutes each command took)."]
     write_text(RESULTS / "train_budget.md", "\n".join(lines) + "\n")
     plot(rows)
+
+
+def recipe_arms(rows: list[dict]) -> list[str]:
+    """The schedule and mixing arms against the default recipe of the same session: mean
+    top-1 at the training side over the seeds, and the difference."""
+    top1 = {
+        arm: [float(r["top1_at_train_px"]) for r in rows if r["row"].startswith(f"mnv2_5m_{arm}_seed")]
+        for arm in RECIPE_ARMS
+    }
+    if not top1["default"]:
+        return []
+    base = statistics.mean(top1["default"])
+    lines = [
+        "",
+        f"Recipe arms (MobileNetV2 1.0, 128 px, 5 minutes, seeds {', '.join(map(str, RECIPE_SEEDS))}, one "
+        "session), top-1 at the training side:",
+        "",
+        "| arm | top-1 % per seed | mean | mean - default |",
+        "|---|---|---:|---:|",
+    ]
+    for arm, (label, _) in RECIPE_ARMS.items():
+        if top1[arm]:
+            mean = statistics.mean(top1[arm])
+            lines.append(
+                f"| {label} | {' / '.join(f'{v:.2f}' for v in top1[arm])} | {mean:.2f} | {mean - base:+.2f} |"
+            )
+    return lines
 
 
 def plot(rows: list[dict]) -> None:
