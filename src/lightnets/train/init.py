@@ -150,7 +150,9 @@ def unit_scale(
             hook = unit.register_forward_hook(lambda _unit, _inputs, output: outputs.append(output))
             model(noise)
             hook.remove()
-            unit.conv.weight.div_(outputs.pop().pow(2).mean().sqrt().clamp_min(1e-12))
+            conv = unit.conv
+            assert isinstance(conv, nn.Conv2d)
+            conv.weight.div_(outputs.pop().pow(2).mean().sqrt().clamp_min(1e-12))
     finally:
         for hook in hooks:
             hook.remove()
