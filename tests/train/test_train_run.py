@@ -93,9 +93,17 @@ def test_a_corrupt_image_is_skipped_with_one_warning_naming_it(tiny_imagenette, 
     assert len(summary["skipped_images"]) == 1 and "broken.JPEG" in summary["skipped_images"][0]
 
 
-def test_resume_after_sigkill_gives_bit_identical_weights(tiny_imagenette, tmp_path, one_thread):
+@pytest.mark.parametrize(
+    "recipe_options",
+    [{}, {"schedule": "onecycle", "mixup": 0.2, "cutmix": 1.0}],
+    ids=["default", "onecycle_and_mixing"],
+)
+def test_resume_after_sigkill_gives_bit_identical_weights(
+    recipe_options, tiny_imagenette, tmp_path, one_thread
+):
     data = tiny_imagenette(classes=2, train=12, val=2)
     options = dict(
+        **recipe_options,
         model="mobilenet_v2",
         width=0.35,
         data=data,
@@ -111,7 +119,18 @@ def test_resume_after_sigkill_gives_bit_identical_weights(tiny_imagenette, tmp_p
     )
     # Uninterrupted, in this process, without loader workers.
     reference = tmp_path / "reference"
-    train(tiny_config(data, reference, epochs=4, batch_size=8, seed=7, recipe="sgd", checkpoint_every=2))
+    train(
+        tiny_config(
+            data,
+            reference,
+            epochs=4,
+            batch_size=8,
+            seed=7,
+            recipe="sgd",
+            checkpoint_every=2,
+            **recipe_options,
+        )
+    )
     # Killed after its first checkpoint, in a subprocess with a loader worker, then resumed.
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "lightnets.train", *cli_args(**options, out=out, workers=1)]
