@@ -20,6 +20,7 @@ rewritten from all of them.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
@@ -213,14 +214,21 @@ def write(rows: list[dict], args) -> None:
     )  # fmt: skip
 
 
-def main() -> None:
-    parser = benchmark_parser(__doc__)
-    parser.add_argument("--claims", nargs="+", choices=list(CLAIMS), default=list(CLAIMS))
+def proxy_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A proxy study's command line: the protocol's seeds, budget and resolution, where the
+    runs go, and ``--write-only`` to rewrite the reports from the CSV."""
+    parser = benchmark_parser(doc)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--budget", default="90s")
     parser.add_argument("--resolution", type=int, default=96)
     parser.add_argument("--runs", default="/tmp/lightnets_claims_runs")
     parser.add_argument("--write-only", action="store_true", help="rewrite the .md and .png from the .csv")
+    return parser
+
+
+def main() -> None:
+    parser = proxy_parser(__doc__)
+    parser.add_argument("--claims", nargs="+", choices=list(CLAIMS), default=list(CLAIMS))
     args = parser.parse_args()
     path = RESULTS / "study_claims.csv"
     if args.write_only:

@@ -26,9 +26,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _output import benchmark_parser, finish_plot, subplots, write_csv  # noqa: E402
+from _output import finish_plot, subplots, write_csv  # noqa: E402
 from _paths import RESULTS  # noqa: E402
-from study_claims import FIELDS, protocol, train, verdict  # noqa: E402
+from study_claims import FIELDS, protocol, proxy_parser, train, verdict  # noqa: E402
 
 from lightnets import create_model, profile  # noqa: E402
 from lightnets.deploy.bench_report import machine_description  # noqa: E402
@@ -97,13 +97,8 @@ def write(rows: list[dict], args) -> None:
 
 
 def main() -> None:
-    parser = benchmark_parser(__doc__)
+    parser = proxy_parser(__doc__)
     parser.add_argument("--expansions", nargs="+", type=float, default=[2.0, 4.0, 6.0, 10.0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--budget", default="90s")
-    parser.add_argument("--resolution", type=int, default=96)
-    parser.add_argument("--runs", default="/tmp/lightnets_claims_runs")
-    parser.add_argument("--write-only", action="store_true", help="rewrite the .md and .png from the .csv")
     args = parser.parse_args()
     path = RESULTS / "study_expansion.csv"
     if args.write_only:
