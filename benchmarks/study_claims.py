@@ -36,8 +36,8 @@ from train_common import train_command  # noqa: E402
 from lightnets.deploy.bench_report import machine_description  # noqa: E402
 from lightnets.files import write_text  # noqa: E402
 
-# Table 4 compares networks 7.5x apart in cost: in equal time the full-convolution one
-# would train a seventh of the steps, so that claim trains both for the same number of steps
+# Table 4 compares networks several times apart in cost: in equal time the full-convolution
+# one would train a fraction of the steps, so that claim trains both for the same number of steps
 # (a design whose options give --steps runs that many steps instead of the time budget).
 EQUAL_STEPS = "300"
 
@@ -121,7 +121,7 @@ def protocol(budget: str, resolution: int, seeds: int) -> str:
         f"{resolution} px, `--time-budget {budget}` for the whole command, default recipe; top-1 of the "
         f"recommended weights on its val/ (1,500 images); {seeds} seeds per design; a design whose options "
         f"give `--steps N` trains N steps instead of the time budget (Table 4's, whose two networks differ "
-        f"7.5x in cost)"
+        f"several-fold in cost)"
     )
 
 

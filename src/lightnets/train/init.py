@@ -25,19 +25,20 @@ zero only where it is wrong, while the right class keeps its gradient.
 SqueezeNet's bypasses (its Section 6) add a Fire module's input to its output. He's
 initialisation keeps each layer's scale, so every sum doubles the signal's second moment
 (more where the two parts are correlated, and the complex bypass's 1x1 convolution adds a
-doubling of its own): on real images at 96 px the features before the class scores have
-an RMS of 11 with the simple bypass and 83 with the complex one, against 2 without. The
-class-score pre-activations then spread by +-3, the first steps shrink the large logits
-by turning the scores off, and by step 20 every score is zero, as above. So a network
-with residual sums is then rescaled unit by unit, in the order the forward pass reaches
-them, until each unit's output has a unit second moment on Gaussian-noise images
+doubling of its own): on 48 real images at 96 px the last Fire module's output has an
+RMS of 14 with the simple bypass and 136 with the complex one, against 2 without, and
+the class scores spread (standard deviation) 1.8 and 15 against 0.24
+(``benchmarks/results/squeezenet_bypass_init.md``). The first steps shrink the large
+logits by turning the scores off, and by step 20 every score is zero, as above. So a
+network with residual sums is then rescaled unit by unit, in the order the forward pass
+reaches them, until each unit's output has a unit second moment on Gaussian-noise images
 (:func:`unit_scale`; the layer-sequential unit-variance initialisation of Mishkin and
 Matas, 2016, with noise for data so that it needs no images): a sum then holds no more
-than its two unit-scale parts, and on the real images above the features start at an
-RMS of 1.4 (simple) and 1.7 (complex). Applied to SqueezeNet without a bypass, the same
-rescaling (in a first form that set each convolution's pre-activation to a second moment
-of 2) trained worse than He's alone, 31.5 % against 39.7 % top-1 in one 90 s proxy run,
-so networks without sums keep He's.
+than its two unit-scale parts, and on the same real images the last Fire output starts
+at an RMS of 1.5 (simple) and 1.7 (complex). Applied to SqueezeNet without a bypass, the
+same rescaling (in a first, exploratory form that set each convolution's pre-activation
+to a second moment of 2) trained worse than He's alone, 31.5 % against 39.7 % top-1 in
+one 90 s proxy run, so networks without sums keep He's.
 """
 
 from __future__ import annotations
