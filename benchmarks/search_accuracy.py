@@ -4,8 +4,9 @@
 
 The curve of ``lightnets.search.accuracy`` is fitted to the ImageNet top-1 the papers
 report for the four families. Each configuration is left out in turn, the curve refitted
-to the others and the configuration predicted (SqueezeNet's only reported configuration
-cannot be left out: its family would have no intercept). Writes
+to the others and the configuration predicted (SqueezeNet 1.0 cannot be left out: the only
+other reported SqueezeNets have bypasses, whose offsets could not be told from the
+family's intercept; an ablation left out is predicted without its offset). Writes
 results/search_accuracy.md: every prediction, the mean absolute error and Spearman's rank
 correlation. The counts behind it (MAdds) do not depend on the machine.
 """

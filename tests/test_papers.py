@@ -26,6 +26,8 @@ EXACT = {
     "MobileNetV2 1.4-224": (582_195_824, 6_060_840),
     "SqueezeNet 1.0": (832_667_936, 1_248_424),
     "SqueezeNet (MobileNet paper)": (832_667_936, 1_248_424),
+    "SqueezeNet 1.0, simple bypass": (832_667_936, 1_248_424),
+    "SqueezeNet 1.0, complex bypass": (1_183_953_184, 1_589_672),
     "ShuffleNet 1x (g = 1), conv only": (143_078_976, 1_517_248),
     "ShuffleNet 1x (g = 2), conv only": (140_836_512, 1_713_448),
     "ShuffleNet 1x (g = 3), conv only": (137_460_672, 1_841_248),

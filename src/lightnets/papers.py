@@ -139,6 +139,27 @@ FIGURES: tuple[PaperFigure, ...] = (
         "ShuffleNet papers give: for this model it counts the multiply and the add apart; "
         "measured here the same way (2 x 832.7 M)",
     ),
+    # SqueezeNet v1.0, Table 3: bypass connections (model sizes only, no counts printed).
+    PaperFigure(
+        "SqueezeNet 1.0, simple bypass",
+        "squeezenet1_0",
+        {"bypass": "simple"},
+        227,
+        None,
+        None,
+        60.4,
+        f"{SQ} Table 3",
+    ),
+    PaperFigure(
+        "SqueezeNet 1.0, complex bypass",
+        "squeezenet1_0",
+        {"bypass": "complex"},
+        227,
+        None,
+        None,
+        58.8,
+        f"{SQ} Table 3",
+    ),
     # ShuffleNet v1: Table 1 complexity (convolutions only), Tables 2, 5 and 6.
     *(
         PaperFigure(

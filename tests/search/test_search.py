@@ -25,7 +25,7 @@ search_module = importlib.import_module("lightnets.search.search")  # the packag
 
 def test_every_candidate_builds_as_described():
     pool = candidates()
-    assert len(pool) == len(set(pool)) == 260
+    assert len(pool) == len(set(pool)) == 350
     for candidate in pool[::37]:
         model = candidate.build()
         assert type(model) is type(create_model(candidate.model, **candidate.options))
@@ -170,3 +170,25 @@ def test_proxy_training_scores_the_front_and_reuses_finished_runs(tiny_imagenett
     before = summary.stat().st_mtime_ns
     proxy_train(picked, str(data), 15.0, tmp_path, progress=False)  # read back, not trained again
     assert picked[0].proxy_top1 is not None and summary.stat().st_mtime_ns == before
+
+
+def test_squeezenet_bypass_is_searched_and_predicted_by_the_papers_table(tmp_path):
+    model = AccuracyModel.from_papers()
+    madds = profile(create_model("squeezenet1_1"), (3, 224, 224)).madds
+    plain = model.predict("squeezenet", madds)[0]
+    assert model.predict("squeezenet", madds, {"bypass": "simple"})[0] - plain == pytest.approx(60.4 - 57.5)
+    # A choice no paper reports (the default written out) gets no offset.
+    v1 = profile(create_model("mobilenet_v1"), (3, 224, 224)).madds
+    assert model.predict("mobilenet_v1", v1, {"variant": "separable"}) == model.predict("mobilenet_v1", v1)
+
+    result = search(
+        Constraints(madds=60e6), families=["squeezenet1_1"], resolutions=[96], backend="folded", out=tmp_path
+    )
+    assert result.space_size == 27 and result.front
+    kinds = {r.candidate.options.get("bypass") for r in result.fitting}
+    assert kinds == {None, "simple", "complex"}
+    # A simple bypass costs no multiply-adds and the paper credits it with 2.9 points,
+    # so no network without one is on the front.
+    for row in result.front:
+        assert row.candidate.options.get("bypass") is not None
+        assert row.costs["latency_ms"] > 0 and row.costs["peak_memory"] > 0

@@ -16,13 +16,13 @@ from .space import RESOLUTIONS, SPACE
 SUMMARY = "the best networks under MAdds / parameter / memory / latency bounds"
 DESCRIPTION = """\
 Find the networks of the four families (their knobs: width, resolution, expansion, groups,
-scale, SR, pct3x3; see lightnets.search.space) that meet every given bound, and
+scale, SR, pct3x3, bypass; see lightnets.search.space) that meet every given bound, and
 print their Pareto front: predicted ImageNet top-1 against the constrained cost (--cost).
 Costs are exact: MAdds and parameters from the analyser, peak activation memory (float32)
 from its block execution model, batch-1 latency on this machine from the latency model
 (operators timed once per backend and thread count, then cached). Accuracy is predicted
-by a curve fitted to the top-1 the papers report (its leave-one-out rank correlation is
-printed); --train DATA trains members of the front on DATA to check it. The search keeps
+by a curve fitted to the top-1 the papers report, with their ablations' offsets for
+choices such as SqueezeNet's bypass (its leave-one-out rank correlation is printed); --train DATA trains members of the front on DATA to check it. The search keeps
 its state in --out and resumes there after an interruption.
 """
 

@@ -226,7 +226,9 @@ def search(
     rows = []
     for candidate in fitting:
         costs = {n: evaluator.cost(candidate, n) for n in order}
-        top1, extrapolated = accuracy.predict(paper_family(candidate.model), int(costs["madds"]))
+        top1, extrapolated = accuracy.predict(
+            paper_family(candidate.model), int(costs["madds"]), candidate.options
+        )
         rows.append(Evaluated(candidate, costs, top1, extrapolated))
     front = pareto_front(rows, cost)
     for row in front:  # the output gives every cost of the front

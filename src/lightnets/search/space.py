@@ -2,10 +2,10 @@
 
 Each family lists the values of the builder arguments the papers study (MobileNet v1's
 width multiplier and its shallow variant, MobileNetV2's width and expansion factor t,
-ShuffleNet's groups g and scale, SqueezeNet's squeeze ratio SR and pct3x3, not its
-bypasses: they change accuracy at almost the same multiply-adds, which the accuracy
-curve, a function of family and multiply-adds, cannot tell apart); every family is
-searched at every input side in :data:`RESOLUTIONS`. A :class:`Candidate` is one point:
+ShuffleNet's groups g and scale, SqueezeNet's squeeze ratio SR, pct3x3 and bypass (none,
+simple, complex: a choice the accuracy curve carries as an offset, since a simple bypass
+costs no multiply-adds)); every family is searched at every input side in
+:data:`RESOLUTIONS`. A :class:`Candidate` is one point:
 ``create_model(candidate.model, **candidate.options)`` at ``candidate.resolution`` rebuilds it.
 """
 
@@ -24,7 +24,11 @@ SPACE: dict[str, dict[str, tuple[Any, ...]]] = {
     "mobilenet_v1": {"width": (0.25, 0.5, 0.75, 1.0), "variant": ("separable", "shallow")},
     "mobilenet_v2": {"width": (0.35, 0.5, 0.75, 1.0, 1.4), "expansion": (4.0, 6.0)},
     "shufflenet_v1": {"groups": (1, 2, 3, 4, 8), "scale": (0.25, 0.5, 1.0, 1.5, 2.0)},
-    "squeezenet1_1": {"sr": (0.125, 0.25, 0.5), "pct3x3": (0.25, 0.5, 0.75)},
+    "squeezenet1_1": {
+        "sr": (0.125, 0.25, 0.5),
+        "pct3x3": (0.25, 0.5, 0.75),
+        "bypass": (None, "simple", "complex"),
+    },
 }
 RESOLUTIONS = (96, 128, 160, 192, 224)
 
