@@ -108,6 +108,16 @@ def test_share_layer_uses_at_most_two_to_the_bits_values():
     assert np.unique(layer.weight()).size <= 8
 
 
+def test_share_layer_keeps_a_layer_whose_values_fit_the_codebook_exactly():
+    # A layer imported from an 8-bit release: 85 grid values, fewer than 255 centroids.
+    # (k-means from an even spread lost half of them and made MobileNet v1 0.5 guess.)
+    grid = np.linspace(-1.0, 1.5, 256, dtype=np.float32)
+    weight = np.random.default_rng(0).choice(grid[::3], size=(16, 8, 3, 3)).astype(np.float32)
+    assert np.unique(weight[weight != 0]).size == 85
+    assert np.array_equal(share_layer(weight, 8).weight(), weight)
+    assert np.unique(share_layer(weight, 6).weight()).size <= 64
+
+
 def test_centroid_gradient_is_the_sum_over_its_members():
     model = net()
     prune(model, sparsity=0.5)

@@ -94,7 +94,11 @@ def share_layer(weight: np.ndarray | Tensor, bits: int, init: str = "linear") ->
     values = array[nonzero]
     if clusters == 0 or values.size == 0:
         return SharedLayer(bits, np.zeros(1 << bits, dtype=np.float32), np.zeros(array.shape, dtype=np.int64))
-    centroids = kmeans_1d(values, min(clusters, max(1, np.unique(values).size)), init)
+    distinct = np.unique(values)
+    if distinct.size <= clusters:  # the codebook holds every value: kept exactly (weights
+        centroids = distinct.astype(np.float64)  # imported from an integer release, a coarse QAT grid)
+    else:
+        centroids = kmeans_1d(values, clusters, init)
     centroids32 = centroids.astype(np.float32)
     # Nearest centroid of each non-zero weight, by the float32 midpoints.
     order = np.argsort(centroids32, kind="stable")
