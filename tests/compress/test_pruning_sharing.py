@@ -99,6 +99,20 @@ def test_kmeans_linear_init_keeps_extremes():
     assert centroids.max() == pytest.approx(3.0) and centroids.min() == pytest.approx(-3.0)
 
 
+def test_kmeans_moves_empty_clusters_to_where_the_error_is():
+    # Peaked weights with far outliers: an even spread leaves most centroids with no
+    # members; moved, every centroid serves values and the error falls.
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.laplace(0, 0.05, 20000), [2.0, -2.5]])
+    centroids = kmeans_1d(values, 31)
+    nearest = centroids[np.abs(values[:, None] - centroids[None, :]).argmin(axis=1)]
+    assert np.unique(nearest).size == 31
+    assert centroids.max() == pytest.approx(2.0) and centroids.min() == pytest.approx(-2.5)
+    spread = np.linspace(values.min(), values.max(), 31)
+    evenly = spread[np.abs(values[:, None] - spread[None, :]).argmin(axis=1)]
+    assert np.mean((values - nearest) ** 2) < 0.05 * np.mean((values - evenly) ** 2)
+
+
 def test_share_layer_uses_at_most_two_to_the_bits_values():
     weight = torch.randn(16, 8, 3, 3)
     weight[weight.abs() < 0.5] = 0

@@ -41,7 +41,10 @@ def kmeans_1d(values: np.ndarray, clusters: int, init: str = "linear", iteration
     """Centroids (float64, ascending) of one-dimensional k-means on ``values``.
 
     ``init``: ``linear`` (evenly between min and max), ``density`` (at evenly spaced
-    quantiles) or ``random`` (seeded picks). Empty clusters keep their centroid.
+    quantiles) or ``random`` (seeded picks). A cluster left empty moves to the value
+    farthest from its centroid in the cluster of largest squared error: on a peaked
+    distribution an even spread leaves many centroids in the tails with no members, and
+    fewer levels used (MobileNet v1's 1x1 layers at 6 bits used 29-43 of 63).
     """
     values = np.sort(np.asarray(values, dtype=np.float64).ravel())
     if clusters < 1:
@@ -57,6 +60,7 @@ def kmeans_1d(values: np.ndarray, clusters: int, init: str = "linear", iteration
     else:
         raise ValueError(f"unknown k-means initialisation {init!r}; expected linear, density or random")
     prefix = np.concatenate([[0.0], np.cumsum(values)])
+    squares = np.concatenate([[0.0], np.cumsum(values**2)])
     for _ in range(iterations):
         centroids = np.sort(centroids)
         bounds = np.searchsorted(values, (centroids[1:] + centroids[:-1]) / 2)
@@ -65,7 +69,15 @@ def kmeans_1d(values: np.ndarray, clusters: int, init: str = "linear", iteration
         counts = ends - starts
         sums = prefix[ends] - prefix[starts]
         updated = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
-        if np.allclose(updated, centroids, rtol=0, atol=1e-12):
+        empty = np.flatnonzero(counts == 0)
+        if empty.size:
+            errors = squares[ends] - squares[starts] - sums**2 / np.maximum(counts, 1)
+            for index, worst in zip(empty, np.argsort(-errors)[: empty.size], strict=False):
+                if errors[worst] <= 0:
+                    break  # every value already sits on a centroid
+                members = values[starts[worst] : ends[worst]]
+                updated[index] = members[np.argmax(np.abs(members - updated[worst]))]
+        elif np.allclose(updated, centroids, rtol=0, atol=1e-12):
             centroids = updated
             break
         centroids = updated
