@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from tiny_networks import TINY_NETWORKS
@@ -9,7 +10,7 @@ from torch import nn
 
 from lightnets import create_model
 from lightnets.deploy import auto, latency
-from lightnets.deploy.latency import LatencyTable, network_operators
+from lightnets.deploy.latency import Calibration, LatencyTable, network_operators
 
 
 def test_operators_fuse_activations_and_share_keys_between_equal_blocks():
@@ -112,3 +113,19 @@ def test_bad_backend_and_threads_are_refused():
         LatencyTable("tvm")
     with pytest.raises(ValueError, match="threads must be >= 1"):
         LatencyTable("folded", 0)
+
+
+def test_calibration_keeps_every_coefficient_non_negative():
+    # Timings that grow faster than the sums: a free fit gives the constant -0.5 ms and
+    # would predict any network below 0.5 ms of operators at zero.
+    rows = [(total, 20, 1.2 * total - 0.5) for total in (1.0, 2.0, 4.0, 8.0)]
+    free, *_ = np.linalg.lstsq(np.array([[t, c, 1.0] for t, c, _ in rows]), [m for *_, m in rows], rcond=None)
+    assert free[2] < 0 or free[1] < 0
+    calibration = Calibration.fit(rows)
+    assert min(calibration.scale, calibration.per_operator, calibration.constant) >= 0
+    assert calibration.apply(0.2, 20) > 0
+    # Timings a non-negative calibration explains exactly are fitted exactly.
+    exact = [(t, n, 1.1 * t + 0.01 * n + 0.2) for t, n in ((1.0, 10), (2.0, 30), (3.0, 20), (5.0, 50))]
+    fitted = Calibration.fit(exact)
+    assert (fitted.scale, fitted.per_operator, fitted.constant) == pytest.approx((1.1, 0.01, 0.2))
+    assert fitted.median_error == pytest.approx(0.0, abs=1e-9)

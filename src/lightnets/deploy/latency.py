@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import itertools
 import json
 import math
 import operator
@@ -42,7 +43,7 @@ import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,6 +228,34 @@ class Calibration:
 
     def apply(self, total_ms: float, count: int) -> float:
         return self.scale * total_ms + self.per_operator * count + self.constant
+
+    @classmethod
+    def fit(cls, rows: Sequence[tuple[float, int, float]]) -> Calibration:
+        """Fit to (operators' sum, number of operators, measured ms) rows by least squares
+        with every coefficient non-negative: none can be negative on a real machine, and an
+        unconstrained fit can give the constant a negative value that turns every network
+        smaller than the calibration ones into a prediction of zero. With three coefficients
+        the constrained optimum is the best unconstrained fit on one of the seven subsets
+        of them whose coefficients all come out non-negative (written here: SciPy's nnls
+        would be the only use of SciPy)."""
+        design = np.array([[total, count, 1.0] for total, count, _ in rows])
+        measured = np.array([ms for _, _, ms in rows])
+        best: tuple[float, np.ndarray] | None = None
+        for subset in itertools.chain.from_iterable(itertools.combinations(range(3), k) for k in (1, 2, 3)):
+            columns = list(subset)
+            solution, *_ = np.linalg.lstsq(design[:, columns], measured, rcond=None)
+            if (solution < 0).any():
+                continue
+            coefficients = np.zeros(3)
+            coefficients[columns] = solution
+            residual = float(np.sum((design @ coefficients - measured) ** 2))
+            if best is None or residual < best[0]:
+                best = (residual, coefficients)
+        assert best is not None  # the constant alone is non-negative for positive timings
+        coefficients = best[1]
+        errors = np.abs(design @ coefficients / measured - 1)
+        scale, per_operator, constant = (float(c) for c in coefficients)
+        return cls(scale, per_operator, constant, float(np.median(errors)))
 
 
 @dataclass
@@ -437,6 +466,11 @@ class LatencyTable:
             self.calibration = Calibration(**stored["calibration"])
         except (KeyError, TypeError):
             self.calibration = None  # none yet, or not one: calibrated again
+        if (
+            self.calibration is not None
+            and min(self.calibration.scale, self.calibration.per_operator, self.calibration.constant) < 0
+        ):
+            self.calibration = None  # fitted before coefficients were kept non-negative
 
     def save(self) -> Path:
         calibration = asdict(self.calibration) if self.calibration is not None else None
@@ -492,13 +526,7 @@ class LatencyTable:
             rows.append((total, count, _network_ms(name, kwargs, side, self.backend, self.threads)))
         if len(rows) < 4:
             raise ValueError(f"calibrating a latency table needs 4 or more networks, got {len(rows)}")
-        design = np.array([[total, count, 1.0] for total, count, _ in rows])
-        measured = np.array([ms for _, _, ms in rows])
-        (scale, per_operator, constant), *_ = np.linalg.lstsq(design, measured, rcond=None)
-        errors = np.abs(design @ np.array([scale, per_operator, constant]) / measured - 1)
-        self.calibration = Calibration(
-            float(scale), float(per_operator), float(constant), float(np.median(errors))
-        )
+        self.calibration = Calibration.fit(rows)
         self.save()
         return self.calibration
 
