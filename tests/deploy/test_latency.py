@@ -129,3 +129,9 @@ def test_calibration_keeps_every_coefficient_non_negative():
     fitted = Calibration.fit(exact)
     assert (fitted.scale, fitted.per_operator, fitted.constant) == pytest.approx((1.1, 0.01, 0.2))
     assert fitted.median_error == pytest.approx(0.0, abs=1e-9)
+    # The plain sum is kept where it explains the rows better than any fit.
+    plain = [
+        (t, n, t + 0.05 + (0.3 if n == 99 else 0.0)) for t, n in ((1.0, 10), (2.0, 30), (3.0, 20), (9.0, 99))
+    ]
+    kept = Calibration.fit(plain, overhead_ms=0.05)
+    assert (kept.scale, kept.per_operator, kept.constant, kept.median_error) == (1.0, 0.0, 0.05, 0.0)

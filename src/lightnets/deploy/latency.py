@@ -230,14 +230,17 @@ class Calibration:
         return self.scale * total_ms + self.per_operator * count + self.constant
 
     @classmethod
-    def fit(cls, rows: Sequence[tuple[float, int, float]]) -> Calibration:
+    def fit(cls, rows: Sequence[tuple[float, int, float]], overhead_ms: float | None = None) -> Calibration:
         """Fit to (operators' sum, number of operators, measured ms) rows by least squares
         with every coefficient non-negative: none can be negative on a real machine, and an
         unconstrained fit can give the constant a negative value that turns every network
         smaller than the calibration ones into a prediction of zero. With three coefficients
         the constrained optimum is the best unconstrained fit on one of the seven subsets
         of them whose coefficients all come out non-negative (written here: SciPy's nnls
-        would be the only use of SciPy)."""
+        would be the only use of SciPy). With ``overhead_ms``, the plain sum (scale 1, the
+        runtime's cost per call as the constant) is kept instead when it has the smaller
+        median relative error on the rows: the fit minimises squared milliseconds, which
+        the largest networks dominate."""
         design = np.array([[total, count, 1.0] for total, count, _ in rows])
         measured = np.array([ms for _, _, ms in rows])
         best: tuple[float, np.ndarray] | None = None
@@ -252,10 +255,11 @@ class Calibration:
             if best is None or residual < best[0]:
                 best = (residual, coefficients)
         assert best is not None  # the constant alone is non-negative for positive timings
-        coefficients = best[1]
-        errors = np.abs(design @ coefficients / measured - 1)
+        candidates = [best[1]] + ([np.array([1.0, 0.0, overhead_ms])] if overhead_ms is not None else [])
+        scored = [(float(np.median(np.abs(design @ c / measured - 1))), c) for c in candidates]
+        error, coefficients = min(scored, key=lambda pair: pair[0])
         scale, per_operator, constant = (float(c) for c in coefficients)
-        return cls(scale, per_operator, constant, float(np.median(errors)))
+        return cls(scale, per_operator, constant, error)
 
 
 @dataclass
@@ -526,7 +530,7 @@ class LatencyTable:
             rows.append((total, count, _network_ms(name, kwargs, side, self.backend, self.threads)))
         if len(rows) < 4:
             raise ValueError(f"calibrating a latency table needs 4 or more networks, got {len(rows)}")
-        self.calibration = Calibration.fit(rows)
+        self.calibration = Calibration.fit(rows, self.overhead())
         self.save()
         return self.calibration
 
