@@ -2,6 +2,7 @@
 
     LIGHTNETS_CACHE=/tmp/lightnets_bench_cache python benchmarks/study_width_resolution.py \\
         [--widths 1.0 0.75 0.5 0.25] [--resolutions 112 96 80 64] [--steps 300] [--seeds 2]
+        [--seed-from 0] [--rescore]
 
 The paper trains MobileNet v1 at four widths (1.0, 0.75, 0.5, 0.25) and four input sizes
 (224, 192, 160, 128) and finds that accuracy falls off smoothly as either shrinks
@@ -52,20 +53,19 @@ from lightnets import create_model, profile  # noqa: E402
 from lightnets.classify import evaluate  # noqa: E402
 from lightnets.deploy.bench_report import machine_description  # noqa: E402
 from lightnets.files import write_text  # noqa: E402
+from lightnets.papers import FIGURES  # noqa: E402
 from lightnets.zoo import transform_of  # noqa: E402
 
 CLAIM = "mobilenet_v1_width_resolution"
 GRID_FIELDS = [*FIELDS, "trainer_val_top1"]
-# The paper's published points (Tables 6 and 7): (MAdds in millions at 224 px scale, top-1 %).
-PAPER_POINTS = {
-    "1.0-224": (569, 70.6),
-    "0.75-224": (325, 68.4),
-    "0.5-224": (149, 63.7),
-    "0.25-224": (41, 50.6),
-    "1.0-192": (418, 69.1),
-    "1.0-160": (290, 67.2),
-    "1.0-128": (186, 64.4),
-}
+# The paper's published points (Tables 6 and 7): (MAdds in millions at the paper's sides, top-1 %).
+PAPER_POINTS = [
+    (float(f.madds), f.top1)
+    for f in FIGURES
+    if f.source in ("MobileNet v1 Table 6/8", "MobileNet v1 Table 6", "MobileNet v1 Table 7")
+    and f.madds is not None
+    and f.top1 is not None
+]
 
 
 def design(width: float, resolution: int) -> str:
@@ -168,7 +168,7 @@ def write(rows: list[dict], args) -> None:
     means = {cell: statistics.mean(v) for cell, v in cells.items()}
     if len({madds[cell] for cell in means}) >= 3:
         slope, r2 = log_fit([(madds[cell], top1) for cell, top1 in means.items()])
-        paper_slope, paper_r2 = log_fit(list(PAPER_POINTS.values()))
+        paper_slope, paper_r2 = log_fit(PAPER_POINTS)
         lines += [
             "",
             f"Figure 4's line: top-1 against log10 multiply-adds over the {len(means)} cells rises "
