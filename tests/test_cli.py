@@ -72,7 +72,12 @@ def test_compare_prints_paper_and_measured_and_plots(cli, tmp_path):
 def test_compare_json(cli):
     _, out, _ = cli("compare", "squeezenet1_0", "--format", "json")
     rows = json.loads(out)
-    assert {row["model"] for row in rows} == {"SqueezeNet 1.0", "SqueezeNet (MobileNet paper)"}
+    assert {row["model"] for row in rows} == {
+        "SqueezeNet 1.0",
+        "SqueezeNet (MobileNet paper)",
+        "SqueezeNet 1.0, simple bypass",
+        "SqueezeNet 1.0, complex bypass",
+    }
 
 
 def test_report_writes_markdown_and_plot(cli, tmp_path):
