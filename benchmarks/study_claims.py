@@ -125,11 +125,16 @@ def protocol(budget: str, resolution: int, seeds: int) -> str:
     )
 
 
+def run_folder(runs: Path, claim: str, design: str, seed: int | str) -> Path:
+    """Where one design's run of one seed keeps its files."""
+    return runs / f"{claim}_{design.replace(' ', '_')}_{seed}"
+
+
 def train(claim: str, design: str, options: list[str], seed: int, args, runs: Path) -> dict:
     length = [] if "--steps" in options else ["--time-budget", args.budget]
     run = train_command(
         [*options, "--data", str(IMAGENETTE), "--resolution", str(args.resolution), *length, "--seed", str(seed)],
-        runs / f"{claim}_{design.replace(' ', '_')}_{seed}", quiet=True,
+        run_folder(runs, claim, design, seed), quiet=True,
     )  # fmt: skip
     return {
         "claim": claim,

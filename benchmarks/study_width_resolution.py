@@ -47,10 +47,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _output import finish_plot, subplots, write_csv  # noqa: E402
 from _paths import IMAGENETTE, RESULTS  # noqa: E402
-from study_claims import FIELDS, proxy_parser, train, verdict  # noqa: E402
+from study_claims import FIELDS, proxy_parser, run_folder, train, verdict  # noqa: E402
 
 from lightnets import create_model, profile  # noqa: E402
 from lightnets.classify import evaluate  # noqa: E402
+from lightnets.data.transforms import tf_crop  # noqa: E402
 from lightnets.deploy.bench_report import machine_description  # noqa: E402
 from lightnets.files import write_text  # noqa: E402
 from lightnets.papers import FIGURES  # noqa: E402
@@ -77,14 +78,10 @@ def parse_design(name: str) -> tuple[float, int]:
     return float(width), int(resolution)
 
 
-def run_folder(args, cell: str, seed: int | str) -> Path:
-    return Path(args.runs) / f"{CLAIM}_{cell}_{seed}"  # where study_claims.train puts the run
-
-
 def own_side_top1(folder: Path, side: int) -> float:
     """Top-1 % of a run's EMA weights on the val split at the side it trained at."""
     model = create_model("mobilenet_v1", weights=folder / "model_ema.safetensors").eval()
-    transform = dataclasses.replace(transform_of(model), size=side, resize=max(side, round(side / 0.875)))
+    transform = dataclasses.replace(transform_of(model), size=side, resize=tf_crop(side))
     return round(evaluate(model, IMAGENETTE / "val", transform=transform, progress=False).top1, 2)
 
 
@@ -92,7 +89,7 @@ def rescore(row: dict, args) -> dict:
     if not row.get("trainer_val_top1"):
         row["trainer_val_top1"] = row["val_top1"]
     side = parse_design(row["design"])[1]
-    row["val_top1"] = own_side_top1(run_folder(args, row["design"], row["seed"]), side)
+    row["val_top1"] = own_side_top1(run_folder(Path(args.runs), CLAIM, row["design"], row["seed"]), side)
     return row
 
 
