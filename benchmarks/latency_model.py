@@ -7,9 +7,11 @@ For every registered classification model (the four families' presets and the re
 networks) at its own input size, batch 1: the latency the lookup tables predict
 (``lightnets.deploy.latency.LatencyTable``, the operators timed once and cached) and the
 latency measured the way ``lightnets bench`` measures it (the whole network, a fresh
-process per model and backend, median of ``--runs`` calls). The error is predicted /
-measured - 1; the goal is a median absolute error of at most 10 % per backend. Writes
-results/latency_model.md, .csv and .png (predicted against measured).
+process per model and backend, median of ``--runs`` calls), in ``--rounds`` rounds that
+each measure every model in turn; the lowest of a model's round medians is its latency, as
+a shared machine's noise only adds time (the spread between rounds is in the CSV). The
+error is predicted / measured - 1; the goal is a median absolute error of at most 10 % per
+backend. Writes results/latency_model.md, .csv and .png (predicted against measured).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import statistics
 import sys
 import time
 from pathlib import Path
+
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _output import benchmark_parser, save_figure, subplots, write_csv, write_markdown  # noqa: E402
@@ -50,6 +54,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--models", nargs="+", default=None, help="default: every registered classifier")
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3, help="measurements of each model, interleaved")
     parser.add_argument("--write-only", action="store_true", help="rewrite the .md and .png from the .csv")
     args = parser.parse_args()
     if args.write_only:
@@ -66,27 +71,33 @@ def main() -> None:
     models = args.models or classifiers()
     started = time.time()
     fresh = not any(LatencyTable(b, args.threads).entries for b in args.backends)
+    sides = {name: int(getattr(create_model(name), "default_input_size", 224)) for name in models}
+    medians: dict[tuple[str, str], list[float]] = {}
+    madds: dict[str, float] = {}
+    for round_ in range(args.rounds):
+        for name in tqdm(models, desc=f"measuring, round {round_ + 1} of {args.rounds}", unit="model"):
+            targets = bench.model_targets(name, backends=args.backends, input_size=sides[name])
+            for m in bench.benchmark(targets, (args.threads,), runs=args.runs, progress=False):
+                medians.setdefault((name, m.backend), []).append(m.latency_ms)
+                madds[name] = m.madds
     rows = []
     for name in models:
-        net = create_model(name).eval()
-        side = int(getattr(net, "default_input_size", 224))
-        targets = bench.model_targets(name, backends=args.backends, input_size=side)
-        measured = {
-            m.backend: m for m in bench.benchmark(targets, (args.threads,), runs=args.runs, progress=False)
-        }
+        net, side = create_model(name).eval(), sides[name]
         for backend in args.backends:
             table = LatencyTable(backend, args.threads)
             timing = time.time()
             predicted = table.predict(net, (3, side, side))
-            truth = measured[backend].latency_ms
+            rounds = medians[name, backend]
+            truth = min(rounds)
             row = {
                 "model": name,
                 "family": family(name),
                 "input": side,
                 "backend": backend,
                 "threads": args.threads,
-                "madds_m": round(measured[backend].madds / 1e6, 1),
+                "madds_m": round(madds[name] / 1e6, 1),
                 "measured_ms": round(truth, 3),
+                "rounds_spread_pct": round(100 * (max(rounds) / truth - 1), 1),
                 "sum_ms": round(predicted.raw_ms, 3),
                 "sum_error_pct": round(100 * (predicted.raw_ms / truth - 1), 1),
                 "predicted_ms": round(predicted.latency_ms, 3),
@@ -114,7 +125,8 @@ def write(rows: list[dict], args, seconds: float, calibrations: dict, fresh: boo
         "cost per call once; predicted: that sum calibrated (scale x sum + cost per operator x operators + "
         "constant, fitted on the whole latency of 12 networks of the four families at sides 96-192, none of "
         "them a model below); measured: the whole network as `lightnets bench` times it "
-        f"(fresh process, median of {args.runs} calls), {args.threads} thread(s)",
+        f"(fresh process, median of {args.runs} calls), {args.threads} thread(s), the lowest median of "
+        f"{args.rounds} rounds that each measure every model in turn (spread: highest / lowest - 1)",
         f"- Goal: median absolute error <= {GOAL:.0%} per backend",
         "",
     ]
@@ -144,11 +156,12 @@ def write(rows: list[dict], args, seconds: float, calibrations: dict, fresh: boo
             )
     lines += [
         "",
-        "| model | input | MAdds (M) | backend | measured ms | sum ms | error | predicted ms | error |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
+        "| model | input | MAdds (M) | backend | measured ms | spread | sum ms | error | predicted ms | error |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [
-        f"| {r['model']} | {r['input']} | {r['madds_m']} | {r['backend']} | {r['measured_ms']} | {r['sum_ms']} | "
+        f"| {r['model']} | {r['input']} | {r['madds_m']} | {r['backend']} | {r['measured_ms']} | "
+        f"{r['rounds_spread_pct']:.1f} % | {r['sum_ms']} | "
         f"{r['sum_error_pct']:+.1f} % | {r['predicted_ms']} | {r['error_pct']:+.1f} % |"
         for r in rows
     ]

@@ -102,6 +102,24 @@ def test_a_table_made_on_another_machine_is_not_used(tmp_path, monkeypatch):
     assert LatencyTable("folded", 1, path=path).entries == {}
 
 
+def test_a_stored_calibration_is_fitted_again_if_negative_or_timed_another_way(tmp_path):
+    path = tmp_path / "table.json"
+    table = LatencyTable("folded", 1, path=path)
+    table.entries, table.overhead_ms = {"an operator": 1.0}, 0.01
+    table.calibration = Calibration(1.0, 0.01, 0.2, 0.05)
+    table.save()
+    assert LatencyTable("folded", 1, path=path).calibration == table.calibration
+    table.calibration = Calibration(1.0, 0.01, -0.4, 0.05)
+    table.save()
+    assert LatencyTable("folded", 1, path=path).calibration is None
+    table.calibration = Calibration(1.0, 0.01, 0.2, 0.05)
+    table.save()
+    stored = json.loads(path.read_text())
+    path.write_text(json.dumps(stored | {"calibration_method": "median of 7 calls"}))
+    reread = LatencyTable("folded", 1, path=path)
+    assert reread.calibration is None and reread.entries == {"an operator": 1.0}
+
+
 def test_onnxruntime_times_one_operator_whole_and_by_its_kernels(one_thread):
     conv = nn.Conv2d(8, 8, 3, padding=1)
     assert latency._time_onnxruntime(conv, ((1, 8, 16, 16),), 1) > 0
