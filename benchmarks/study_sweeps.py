@@ -1,7 +1,7 @@
 """The papers' design knobs swept on the design claims' proxy protocol.
 
     LIGHTNETS_CACHE=/tmp/lightnets_bench_cache python benchmarks/study_sweeps.py SWEEP \\
-        [--seeds 2] [--budget 90s] [--resolution 96]
+        [--seeds 2] [--budget 90s] [--resolution 96] [--designs LABEL ...]
 
 SWEEP is one of:
 
@@ -215,14 +215,26 @@ def main() -> None:
     parser.add_argument(
         "--steps", type=int, default=300, help="training steps of every design (equal-steps sweeps)"
     )
+    parser.add_argument(
+        "--designs",
+        nargs="+",
+        metavar="LABEL",
+        help="train only these designs (e.g. '0.25x g=8'); others' rows are kept",
+    )
     args = parser.parse_args()
     sweep = SWEEPS[args.sweep]
+    unknown = set(args.designs or ()) - {d.label for d in sweep.designs}
+    if unknown:
+        parser.error(
+            f"no design {sorted(unknown)} in {args.sweep}; its designs: {[d.label for d in sweep.designs]}"
+        )
+    chosen = [d for d in sweep.designs if args.designs is None or d.label in args.designs]
     path = RESULTS / f"study_{args.sweep}.csv"
     if args.write_only:
         write(args.sweep, list(csv.DictReader(path.open())), args)
         return
     for seed in range(args.seeds):
-        for design in sweep.designs:  # all designs within a seed in turn: a change in load falls on all
+        for design in chosen:  # all designs within a seed in turn: a change in load falls on all
             row = train(
                 sweep.claim, design.label, options(sweep, design, args.steps), seed, args, Path(args.runs)
             )
