@@ -86,10 +86,10 @@ _FUSES_ACTIVATION = (nn.Conv2d, nn.Linear, FusedConvAct, Add)
 _ADDS = (operator.add, torch.add)
 _TIMED_SECONDS = 0.05  # per operator: enough calls for a stable median of small ones
 _MIN_CALLS, _MAX_CALLS = 7, 200
-# A whole network, the calibration's truth, is timed as benchmarks/latency_model.py times
-# it: the lowest of a few rounds' medians. A shared machine's noise only ever adds time, and
-# one round in a slow spell would pull the fit off. The method is stored with the
-# calibration, and one fitted to networks timed another way is fitted again.
+# A whole network, the calibration's truth, is timed as the lowest of a few rounds' medians:
+# a shared machine's noise only ever adds time, and one round in a slow spell would pull the
+# fit off. The method is stored with the calibration, and one fitted to networks timed
+# another way is fitted again.
 _NETWORK_ROUNDS, _NETWORK_CALLS = 3, 50
 _CALIBRATION_METHOD = f"lowest median of {_NETWORK_ROUNDS} rounds of >= {_NETWORK_CALLS} calls"
 
