@@ -78,6 +78,23 @@ def test_int8_file_takes_integers_and_mostly_agrees(exported, photos):
     assert exported[1].stat().st_size < exported[0].stat().st_size / 3
 
 
+def test_int8_class_scores_are_float_from_the_last_weighted_layer(exported):
+    """SqueezeNet's scores are conv10's output averaged over the image: conv10 itself
+    computes in float (int8 weights), so the average is not taken of int8 scores."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(exported[1].read_bytes(), 0)
+    names = tflite_module.operator_names(model)
+    graph = model.subgraphs[0]
+    producer = {out: op for op in graph.operators for out in op.outputs}
+    op = producer[graph.outputs[0]]
+    assert names[op.opcodeIndex] == "MEAN"
+    conv = producer[op.inputs[0]]
+    assert names[conv.opcodeIndex] == "CONV_2D"
+    types = [graph.tensors[i].type for i in (conv.inputs[0], conv.inputs[1], conv.outputs[0])]
+    assert types == [schema.TensorType.FLOAT32, schema.TensorType.INT8, schema.TensorType.FLOAT32]
+
+
 def test_activation_ranges_are_narrowed_only_where_that_lowers_the_error():
     rng = np.random.default_rng(0)
     # Mostly small values and a long thin tail: a finer step for the many is worth clipping

@@ -302,36 +302,44 @@ def _has_step(recipe_name: str, step: str) -> bool:
 
 
 def _float_outputs(manager: Any, float_model: bytes) -> None:
-    """Make the operators that produce the model's outputs compute in float (a weighted
-    one with int8 weights and its input quantised on the fly, which XNNPACK runs as fast as
-    the static int8 operator): the int8 logits of a classifier have about a hundred
-    distinct values, and two classes tied at the top lose the answer (the recipe benchmark
-    measures what computing them in float gives)."""
+    """Make the operators that produce the model's outputs compute in float, back to and
+    including the last weighted one (which runs with int8 weights and its input quantised on
+    the fly, as fast in XNNPACK as the static int8 operator): the int8 logits of a
+    classifier have about a hundred distinct values, and two classes tied at the top lose
+    the answer. SqueezeNet's class scores are a convolution's output averaged over the
+    image, so the pooling alone in float would still average int8 scores; the convolution
+    is made float too (the recipe benchmark measures what computing them in float gives)."""
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_quantizer import algorithm_manager, qtyping
 
     model = schema.ModelT.InitFromPackedBuf(float_model, 0)
     names = operator_names(model)
     weighted = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
+    keep_float = algorithm_manager.AlgorithmName.NO_QUANTIZE
     for subgraph in model.subgraphs:
-        outputs = set(subgraph.outputs)
-        for op in subgraph.operators:
-            if not outputs & set(op.outputs):
-                continue
-            # The quantiser's scope of an operator is its output names, each followed by ";".
+        producer = {out: op for op in subgraph.operators for out in op.outputs}
+        ends = [op for op in subgraph.operators if set(subgraph.outputs) & set(op.outputs)]
+        for op in ends:
+            # The model's output is a virtual operator of the quantiser's: left alone, it
+            # would quantise the float result again. The quantiser's scope of an
+            # operator is its output names, each followed by ";".
+            scope = "(^|;)" + re.escape(subgraph.tensors[op.outputs[0]].name.decode()) + ";"
+            manager.add_quantization_config(scope, qtyping.TFLOperationName.OUTPUT, algorithm_key=keep_float)
+        chain = list(ends)
+        while chain:
+            op = chain.pop()
             scope = "(^|;)" + re.escape(subgraph.tensors[op.outputs[0]].name.decode()) + ";"
             name = names[op.opcodeIndex]
-            keep_float = algorithm_manager.AlgorithmName.NO_QUANTIZE
-            # The model's output is a virtual operator of the quantiser's: left alone, it
-            # would quantise the float result again.
-            manager.add_quantization_config(scope, qtyping.TFLOperationName.OUTPUT, algorithm_key=keep_float)
             operation = qtyping.TFLOperationName.__members__.get(name)
-            if operation is None:  # an operator the quantiser leaves in float anyway
-                continue
             if name in weighted:
-                manager.add_dynamic_config(scope, operation, num_bits=8)
-            else:
+                if operation is not None:
+                    manager.add_dynamic_config(scope, operation, num_bits=8)
+                continue  # the chain ends at the last weighted operator
+            if operation is not None:  # others the quantiser leaves in float anyway
                 manager.add_quantization_config(scope, operation, algorithm_key=keep_float)
+            sources = [producer[i] for i in op.inputs if i in producer]
+            if len(sources) == 1:  # through pooling and reshapes; never into a join
+                chain.append(sources[0])
 
 
 def _quantize(float_model: bytes, images: torch.Tensor, recipe_name: str = "lightnets") -> bytes:
