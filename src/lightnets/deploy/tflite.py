@@ -316,19 +316,23 @@ def _float_outputs(manager: Any, float_model: bytes) -> None:
     names = operator_names(model)
     weighted = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
     keep_float = algorithm_manager.AlgorithmName.NO_QUANTIZE
+
+    def scope_of(subgraph: Any, op: Any) -> str:  # the quantiser's scope: output names, each followed by ";"
+        return "(^|;)" + re.escape(subgraph.tensors[op.outputs[0]].name.decode()) + ";"
+
     for subgraph in model.subgraphs:
         producer = {out: op for op in subgraph.operators for out in op.outputs}
         ends = [op for op in subgraph.operators if set(subgraph.outputs) & set(op.outputs)]
         for op in ends:
             # The model's output is a virtual operator of the quantiser's: left alone, it
-            # would quantise the float result again. The quantiser's scope of an
-            # operator is its output names, each followed by ";".
-            scope = "(^|;)" + re.escape(subgraph.tensors[op.outputs[0]].name.decode()) + ";"
-            manager.add_quantization_config(scope, qtyping.TFLOperationName.OUTPUT, algorithm_key=keep_float)
+            # would quantise the float result again.
+            manager.add_quantization_config(
+                scope_of(subgraph, op), qtyping.TFLOperationName.OUTPUT, algorithm_key=keep_float
+            )
         chain = list(ends)
         while chain:
             op = chain.pop()
-            scope = "(^|;)" + re.escape(subgraph.tensors[op.outputs[0]].name.decode()) + ";"
+            scope = scope_of(subgraph, op)
             name = names[op.opcodeIndex]
             operation = qtyping.TFLOperationName.__members__.get(name)
             if name in weighted:
