@@ -1,6 +1,7 @@
 """Quantisation-aware training against post-training int8, and 4-bit weights.
 
     python benchmarks/compress_qat.py [--recovery-steps 400] [--models ...]
+    python benchmarks/compress_qat.py --models "SqueezeNet 1.1" --bits 3 2   # more widths
 
 For each case, the float model's weights are put on a per-channel grid of ``bits`` bits
 (``lightnets compress --qat-bits BITS``) twice: rounded without training (at 8 bits,
@@ -18,11 +19,14 @@ distillation from the float model on Imagenette training images; Adam, batch 32,
 
 The container (``.lnz``) stores each weight as a ``bits``-bit integer (Huffman-coded)
 and a float32 scale per channel; its size is in the table. Writes
-``results/compress/qat.md`` and ``.csv``.
+``results/compress/qat.md`` and ``.csv``. With ``--bits``, only those widths are measured
+(for the chosen models) and the other rows of the existing ``qat.csv`` are kept, the
+report listing each run's command.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 from pathlib import Path
@@ -82,7 +86,7 @@ def measure_case(label: str, model_name: str, weights: str, bit_widths, args, fo
          "top1": round(float_top1, 1), "agreement (float activations)": "100.0%", "int8 ONNX Runtime agreement": "",
          "int8 TFLite agreement": ""}
     ]  # fmt: skip
-    for bits in bit_widths:
+    for bits in args.bits or bit_widths:
         for steps in (0, args.recovery_steps):
             recovery = None
             if steps:
@@ -122,10 +126,15 @@ def measure_case(label: str, model_name: str, weights: str, bit_widths, args, fo
 def main() -> None:
     parser = recovery_parser(__doc__, CASES)
     parser.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (1e-4)")
+    parser.add_argument(
+        "--bits", type=int, nargs="+", help="measure only these weight widths; other rows of qat.csv are kept"
+    )
     parser.set_defaults(recovery_steps=400)
     args = parser.parse_args()
     rows, header = measure_cases(args, CASES, measure_case, "Quantisation-aware training and low-bit weights")
     out = RESULTS / "compress"
+    if args.bits:
+        rows, header = _merged(rows, header, out)
     write_csv(rows, out / "qat.csv")
     lines = [
         *header,
@@ -136,6 +145,31 @@ def main() -> None:
         "The int8 columns calibrate activations on 256 Imagenette training images, as `lightnets export --int8` does.",
     ]
     write_markdown(lines, out / "qat.md")
+
+
+def _key(row: dict) -> tuple[int, int, int]:
+    """Report order: case, then float32 first and widths from wide to narrow, rounded first."""
+    weights = str(row["weights"])
+    bits = 32 if weights == "float32" else int(weights.split("-bit")[0])
+    return list(CASES).index(row["model"]), -bits, int(row["steps"] != "0" and row["steps"] != 0)
+
+
+def _merged(rows: list[dict], header: list[str], out) -> tuple[list[dict], list[str]]:
+    """``rows`` in place of the same (model, weights) rows of the existing report, the
+    others kept; the existing report's header with this run's lines after it."""
+    with open(out / "qat.csv", newline="") as handle:
+        kept = list(csv.DictReader(handle))
+    new = {(r["model"], r["weights"]) for r in rows}
+    merged = sorted([r for r in kept if (r["model"], r["weights"]) not in new] + rows, key=_key)
+    old_header = (out / "qat.md").read_text().split("\n\n| ")[0].splitlines()
+    lines = "\n".join(header).splitlines()
+    machine = next(line for line in lines if line.startswith("- Machine:"))
+    command = next(line for line in lines if line.startswith("- Command:"))
+    load = next(line for line in lines if line.startswith("- Load average (1, 5, 15 min) before"))
+    widths = ", ".join(f"{b}-bit" for b in sorted({int(r["weights"].split("-bit")[0]) for r in rows
+                                                    if r["weights"] != "float32"}, reverse=True))  # fmt: skip
+    return merged, [*old_header, f"- Then the {widths} rows of {', '.join(dict.fromkeys(r['model'] for r in rows))}:",
+                    f"  {machine[2:]}", f"  {command[2:]}", f"  {load[2:]}"]  # fmt: skip
 
 
 if __name__ == "__main__":
