@@ -17,7 +17,8 @@ images readable). Each recipe adds one step to the one before it:
   int32, which dead channels need);
 * ``clipped``: each activation range narrowed to the fraction of itself with the least
   int8 error on the calibration images' values;
-* ``float-outputs``: the operators producing the model's outputs computed in float, so
+* ``float-outputs``: the operators producing the model's outputs computed in float, back
+  to the last weighted one (SqueezeNet's conv10, whose scores are averaged after it), so
   the logits do not tie at int8 resolution;
 * ``lightnets``: the two branches of each Fire module scaled to one range, which TFLite's
   int8 concatenation imposes on them (lightnets' recipe; only SqueezeNet has Fire modules).
