@@ -1,4 +1,4 @@
-"""Quantisation-aware training against post-training int8, and 4-bit weights.
+"""Quantisation-aware training against post-training int8, and low-bit weights.
 
     python benchmarks/compress_qat.py [--recovery-steps 400] [--models ...]
     python benchmarks/compress_qat.py --models "SqueezeNet 1.1" --bits 3 2   # more widths
@@ -134,7 +134,7 @@ def main() -> None:
     rows, header = measure_cases(args, CASES, measure_case, "Quantisation-aware training and low-bit weights")
     out = RESULTS / "compress"
     if args.bits:
-        rows, header = _merged(rows, header, out)
+        rows, header = _merged(rows, header, args)
     write_csv(rows, out / "qat.csv")
     lines = [
         *header,
@@ -147,29 +147,26 @@ def main() -> None:
     write_markdown(lines, out / "qat.md")
 
 
-def _key(row: dict) -> tuple[int, int, int]:
+def _key(row: dict) -> tuple[int, int, bool]:
     """Report order: case, then float32 first and widths from wide to narrow, rounded first."""
     weights = str(row["weights"])
     bits = 32 if weights == "float32" else int(weights.split("-bit")[0])
-    return list(CASES).index(row["model"]), -bits, int(row["steps"] != "0" and row["steps"] != 0)
+    return list(CASES).index(row["model"]), -bits, int(row["steps"]) > 0
 
 
-def _merged(rows: list[dict], header: list[str], out) -> tuple[list[dict], list[str]]:
+def _merged(rows: list[dict], header: list[str], args) -> tuple[list[dict], list[str]]:
     """``rows`` in place of the same (model, weights) rows of the existing report, the
-    others kept; the existing report's header with this run's lines after it."""
+    others kept; the existing report's header with this run's machine, command and load."""
+    out = RESULTS / "compress"
     with open(out / "qat.csv", newline="") as handle:
         kept = list(csv.DictReader(handle))
     new = {(r["model"], r["weights"]) for r in rows}
     merged = sorted([r for r in kept if (r["model"], r["weights"]) not in new] + rows, key=_key)
     old_header = (out / "qat.md").read_text().split("\n\n| ")[0].splitlines()
-    lines = "\n".join(header).splitlines()
-    machine = next(line for line in lines if line.startswith("- Machine:"))
-    command = next(line for line in lines if line.startswith("- Command:"))
-    load = next(line for line in lines if line.startswith("- Load average (1, 5, 15 min) before"))
-    widths = ", ".join(f"{b}-bit" for b in sorted({int(r["weights"].split("-bit")[0]) for r in rows
-                                                    if r["weights"] != "float32"}, reverse=True))  # fmt: skip
-    return merged, [*old_header, f"- Then the {widths} rows of {', '.join(dict.fromkeys(r['model'] for r in rows))}:",
-                    f"  {machine[2:]}", f"  {command[2:]}", f"  {load[2:]}"]  # fmt: skip
+    wanted = ("- Machine:", "- Command:", "- Load average (1, 5, 15 min) before")
+    this_run = [f"  {line[2:]}" for line in "\n".join(header).splitlines() if line.startswith(wanted)]
+    widths = ", ".join(f"{bits}-bit" for bits in args.bits)
+    return merged, [*old_header, f"- Then the {widths} rows of {', '.join(args.models)}:", *this_run]
 
 
 if __name__ == "__main__":
